@@ -1,0 +1,201 @@
+"""Input loading: paths, PIL images, arrays and tensors -> model-ready ``(3, S, S)`` float tensors in [0, 1].
+
+The default pipeline reproduces the official Tipsomaly preprocessing exactly:
+``PIL.Image.open(p).convert("RGB").resize((S, S), Image.BILINEAR)`` -> ``/255`` (no crop, no mean/std unless the
+backbone declares them; aspect ratio is not kept, maps are resized back to the original size).
+
+Accepted inputs (documented in :meth:`zsad.Detector.predict`):
+
+* a path (``str`` / ``os.PathLike``) to any image Pillow reads;
+* a ``PIL.Image.Image``: RGB as is; ``L``, ``LA``, ``P``, ``RGBA``, ``CMYK``, ``YCbCr`` ... through
+  ``convert("RGB")`` as the official pipeline (alpha is dropped without compositing); 16-bit and float modes
+  (``I;16``, ``I``, ``F``) per ``high_bit_depth``: refused by default, since ``convert("RGB")`` clips them at 255;
+* a ``numpy.ndarray``: ``H x W x 3`` (or ``x 4``, alpha dropped; or ``H x W`` grayscale) ``uint8`` RGB;
+* a ``torch.Tensor``: ``3 x H x W`` or ``B x 3 x H x W`` float in [0, 1] (resized with torch bilinear+antialias
+  when not already ``S x S``).
+
+Example:
+    >>> import numpy as np
+    >>> img = load_image(np.zeros((20, 30, 3), np.uint8))
+    >>> img.size, img.mode
+    ((30, 20), 'RGB')
+    >>> prepare(img, 28).shape
+    torch.Size([3, 28, 28])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from zsad.errors import ImageError
+
+__all__ = ["load_image", "prepare", "PreparedBatch", "prepare_batch", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+_HIGH_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+
+
+def _describe(source: Any) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else f"input of type {type(source).__name__}"
+
+
+def load_image(
+    source: str | os.PathLike | Image.Image | np.ndarray,
+    *,
+    exif_transpose: bool = False,
+    high_bit_depth: Literal["error", "scale", "clip"] = "error",
+) -> Image.Image:
+    """Load a path, PIL image or uint8 array as an RGB ``PIL.Image`` (see the module docstring for the rules)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"Image file {path} does not exist (or is not a file); check the path.")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                image = im.copy() if not exif_transpose else ImageOps.exif_transpose(im)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(
+                f"Cannot read image {path}: {type(exc).__name__}: {exc}. The file is corrupt, truncated or not an "
+                "image format Pillow supports; re-export it (e.g. as PNG)."
+            ) from exc
+    elif isinstance(source, Image.Image):
+        image = ImageOps.exif_transpose(source) if exif_transpose else source
+    elif isinstance(source, np.ndarray):
+        image = _from_array(source)
+    else:
+        raise ImageError(
+            f"Unsupported input of type {type(source).__name__}: pass a file path, a PIL image, an HxWx3 uint8 "
+            "array or a 3xHxW / Bx3xHxW float tensor in [0, 1]."
+        )
+    return _to_rgb(image, _describe(source), high_bit_depth)
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise ImageError(
+            f"Array inputs must be uint8 RGB (HxWx3) or grayscale (HxW); got dtype {array.dtype} with shape "
+            f"{array.shape}. Convert with (array * 255).round().astype('uint8') if it holds [0, 1] floats, or pass a "
+            "3xHxW float tensor instead."
+        )
+    if array.ndim == 2:
+        return Image.fromarray(array, mode=None).convert("L")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(array[..., :3]))
+    if array.ndim == 3 and array.shape[2] == 1:
+        return Image.fromarray(np.ascontiguousarray(array[..., 0]))
+    raise ImageError(
+        f"Array input has shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4 (channels last). For "
+        "channels-first data pass a torch tensor."
+    )
+
+
+def _to_rgb(image: Image.Image, what: str, high_bit_depth: str) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_BIT_MODES:
+        if high_bit_depth == "error":
+            raise ImageError(
+                f"{what} has the {image.mode} pixel mode (16-bit or float). The official pipeline's "
+                "convert('RGB') clips such values at 255, which saturates most images. Choose explicitly with "
+                "preprocess.high_bit_depth='scale' (map the image's dtype range to 0-255) or 'clip' "
+                "(reproduce the official behaviour), or convert the image to 8-bit yourself."
+            )
+        if high_bit_depth == "scale":
+            arr = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode.startswith("I;16") else (1.0 if image.mode == "F" else max(float(arr.max()), 1.0))
+            arr = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+            return Image.fromarray(arr).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"Cannot convert {what} from mode {image.mode} to RGB: {exc}.") from exc
+
+
+def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None, std=None):
+    """Resize an RGB PIL image to ``size x size`` and return a ``(3, size, size)`` float tensor in [0, 1]."""
+    import torch
+
+    resized = image.resize((size, size), _RESAMPLE[resample])
+    tensor = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+    return _normalize(tensor, mean, std)
+
+
+def _normalize(tensor, mean, std):
+    import torch
+
+    if mean is None or (tuple(mean) == (0.0, 0.0, 0.0) and tuple(std) == (1.0, 1.0, 1.0)):
+        return tensor
+    shape = (3, 1, 1) if tensor.ndim == 3 else (1, 3, 1, 1)
+    return (tensor - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+
+
+@dataclass
+class PreparedBatch:
+    """Model-ready pixels with what is needed to map results back to each input."""
+
+    pixels: Any  # torch.Tensor (B, 3, S, S)
+    original_sizes: list[tuple[int, int]]
+    paths: list[str | None]
+
+
+def _tensor_items(tensor, size: int, mean, std) -> list[tuple[Any, tuple[int, int]]]:
+    import torch
+    import torch.nn.functional as F
+
+    if not torch.is_floating_point(tensor):
+        raise ImageError(
+            f"Tensor inputs must be float in [0, 1] with shape 3xHxW or Bx3xHxW; got dtype {tensor.dtype}. "
+            "Divide uint8 tensors by 255."
+        )
+    batch = tensor.unsqueeze(0) if tensor.ndim == 3 else tensor
+    if batch.ndim != 4 or batch.shape[1] != 3:
+        raise ImageError(f"Tensor input has shape {tuple(tensor.shape)}; expected 3xHxW or Bx3xHxW (RGB).")
+    if batch.numel() and (not torch.isfinite(batch).all() or batch.min() < 0 or batch.max() > 1):
+        raise ImageError(
+            "Tensor input values must be finite and in [0, 1] (got range "
+            f"[{float(batch.min()):.3g}, {float(batch.max()):.3g}]); divide by 255 or undo any normalisation."
+        )
+    h, w = batch.shape[-2:]
+    pixels = batch.float()
+    if (h, w) != (size, size):
+        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    pixels = _normalize(pixels.cpu(), mean, std)
+    return [(p, (int(h), int(w))) for p in pixels]
+
+
+def prepare_batch(
+    inputs: Sequence[Any],
+    size: int,
+    *,
+    resample: str = "bilinear",
+    mean=None,
+    std=None,
+    exif_transpose: bool = False,
+    high_bit_depth: Literal["error", "scale", "clip"] = "error",
+) -> PreparedBatch:
+    """Load and preprocess a list of inputs (tensors may carry several images) into one batch."""
+    import torch
+
+    pixels, sizes, paths = [], [], []
+    for item in inputs:
+        if isinstance(item, torch.Tensor):
+            for p, hw in _tensor_items(item, size, mean, std):
+                pixels.append(p)
+                sizes.append(hw)
+                paths.append(None)
+            continue
+        image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)
+        pixels.append(prepare(image, size, resample, mean, std))
+        sizes.append((image.height, image.width))
+        paths.append(str(item) if isinstance(item, (str, os.PathLike)) else None)
+    if not pixels:
+        raise ImageError("No images to process: the input list is empty.")
+    return PreparedBatch(torch.stack(pixels), sizes, paths)

@@ -1,0 +1,117 @@
+"""Reading and writing learnable-prompt checkpoints.
+
+Formats:
+
+* zsad ``.safetensors``: tensors ``T_n`` and ``T_a`` (``(n_tokens, width)`` float32) and string metadata.
+* official Tipsomaly ``.pth``: a pickled ``torch.nn.ParameterList([T_n, T_a])`` (or ``{"learnable_prompts": ...}``),
+  read with ``torch.load(weights_only=True)`` allowing only ``ParameterList``: arbitrary objects are never unpickled.
+* ``.npz`` with arrays ``T_n`` and ``T_a``.
+* built-in names: ``tipsomaly-mvtec`` and ``tipsomaly-visa`` (the released epoch-2 prompts for TIPS v1 L/14-HR,
+  trained on MVTec-AD / VisA; MIT licence, see ``zsad/assets/prompts/NOTICE``).
+
+Example:
+    >>> t_n, t_a, meta = load_prompt_checkpoint("tipsomaly-mvtec")
+    >>> tuple(t_n.shape), meta["trained_on"]
+    ((8, 1024), 'mvtec')
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zsad.errors import CheckpointError
+
+__all__ = ["load_prompt_checkpoint", "save_prompt_checkpoint", "convert_official_checkpoint", "BUILTIN_PROMPTS"]
+
+_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "prompts"
+BUILTIN_PROMPTS = {
+    "tipsomaly-mvtec": _ASSETS / "tipsomaly_mvtec_epoch2.safetensors",
+    "tipsomaly-visa": _ASSETS / "tipsomaly_visa_epoch2.safetensors",
+}
+
+
+def load_prompt_checkpoint(spec: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    """Return ``(T_n, T_a, metadata)`` from a built-in name or a ``.safetensors`` / ``.pth`` / ``.npz`` file."""
+    path = BUILTIN_PROMPTS.get(str(spec), Path(spec).expanduser())
+    if not path.is_file():
+        close = difflib.get_close_matches(str(spec), BUILTIN_PROMPTS, n=2, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise CheckpointError(
+            f"Prompt checkpoint {str(spec)!r} is neither a file nor a built-in name.{hint} Built-in prompts: "
+            f"{', '.join(BUILTIN_PROMPTS)}; files may be zsad .safetensors, official Tipsomaly .pth or .npz."
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                t_n, t_a = f.get_tensor("T_n"), f.get_tensor("T_a")
+        elif suffix in (".pth", ".pt"):
+            t_n, t_a = _load_official_pth(path)
+            meta = {"format": "tipsomaly-pth"}
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                t_n, t_a = torch.from_numpy(data["T_n"]), torch.from_numpy(data["T_a"])
+            meta = {"format": "npz"}
+        else:
+            raise CheckpointError(
+                f"Unknown prompt checkpoint type {path.name!r}: use .safetensors (zsad), .pth (official) or .npz."
+            )
+    except CheckpointError:
+        raise
+    except (KeyError, OSError, RuntimeError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError) as exc:
+        raise CheckpointError(
+            f"Cannot read prompt checkpoint {path}: {type(exc).__name__}: {exc}. Expected tensors T_n and T_a "
+            "(safetensors/npz) or an official Tipsomaly ParameterList (.pth); the file may be corrupt."
+        ) from exc
+    t_n, t_a = t_n.detach().float().clone(), t_a.detach().float().clone()
+    if t_n.ndim != 2 or t_n.shape != t_a.shape:
+        raise CheckpointError(
+            f"Prompt checkpoint {path} holds T_n {tuple(t_n.shape)} and T_a {tuple(t_a.shape)}; both must be "
+            "(n_tokens, width) with the same shape."
+        )
+    return t_n, t_a, meta
+
+
+def _load_official_pth(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.serialization.safe_globals([torch.nn.ParameterList]):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        if "learnable_prompts" not in obj:
+            raise CheckpointError(f"{path} is a dict without 'learnable_prompts' (keys: {sorted(obj)[:10]}).")
+        obj = obj["learnable_prompts"]
+    params = list(obj) if isinstance(obj, (torch.nn.ParameterList, list, tuple)) else None
+    if params is None or len(params) != 2:
+        raise CheckpointError(
+            f"{path} does not hold the official [T_n, T_a] ParameterList (got {type(obj).__name__})."
+        )
+    return params[0], params[1]
+
+
+def save_prompt_checkpoint(path: str | Path, t_n: torch.Tensor, t_a: torch.Tensor, metadata: dict | None = None) -> Path:
+    """Write ``T_n``/``T_a`` to a zsad ``.safetensors`` file atomically; metadata values are JSON-encoded."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"T_n": t_n.detach().float().cpu().contiguous(), "T_a": t_a.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return path
+
+
+def convert_official_checkpoint(src: str | Path, dest: str | Path, **metadata: str) -> Path:
+    """Convert an official Tipsomaly ``.pth`` prompt file to zsad ``.safetensors`` (no arbitrary unpickling)."""
+    t_n, t_a, _ = load_prompt_checkpoint(src)
+    return save_prompt_checkpoint(dest, t_n, t_a, {"format": "zsad-prompts", "converted_from": Path(src).name, **metadata})

@@ -1,0 +1,70 @@
+"""The one result type: :class:`AnomalyResult` (higher score = more anomalous, everywhere).
+
+Field names follow the vocabulary anomalib users know (``pred_score``, ``anomaly_map``, ``pred_label``,
+``pred_mask``).
+
+Example:
+    >>> import numpy as np
+    >>> r = AnomalyResult(pred_score=1.2, scores={"S5": 1.2}, anomaly_map=np.zeros((4, 5), np.float32))
+    >>> r.anomaly_map.shape, r.pred_label is None
+    ((4, 5), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AnomalyResult"]
+
+
+@dataclass(frozen=True)
+class AnomalyResult:
+    """Prediction for one image.
+
+    Attributes:
+        pred_score: the configured image score (e.g. S5 in [0, 2] for Tipsomaly).
+        scores: every computed image score by name (``"S1"`` ... ``"S5"``).
+        anomaly_map: ``float32`` ``H x W`` map, at the original image size (``map_size="original"``) or the model
+            input size (``map_size="input"``).
+        pred_label: ``True`` = anomalous, when a threshold was applied (see :mod:`zsad.thresholds`), else None.
+        pred_mask: boolean ``H x W`` mask, when a pixel threshold was applied, else None.
+        class_name: the class the prompts were built for.
+        image_path: the source file, when the input was a path.
+        original_size: ``(height, width)`` of the input before resizing.
+    """
+
+    pred_score: float
+    scores: dict[str, float]
+    anomaly_map: np.ndarray
+    pred_label: bool | None = None
+    pred_mask: np.ndarray | None = None
+    class_name: str = ""
+    image_path: str | None = None
+    original_size: tuple[int, int] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def with_threshold(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> "AnomalyResult":
+        """A copy with ``pred_label`` (score >= image_threshold) and/or ``pred_mask`` (map >= pixel_threshold)."""
+        return replace(
+            self,
+            pred_label=None if image_threshold is None else bool(self.pred_score >= image_threshold),
+            pred_mask=None if pixel_threshold is None else self.anomaly_map >= pixel_threshold,
+        )
+
+    def to_dict(self, include_map: bool = False) -> dict[str, Any]:
+        """JSON-friendly dict (the map only on request, as a nested list)."""
+        out: dict[str, Any] = {
+            "image_path": self.image_path,
+            "class_name": self.class_name,
+            "pred_score": self.pred_score,
+            "scores": dict(self.scores),
+            "pred_label": self.pred_label,
+            "original_size": list(self.original_size) if self.original_size else None,
+            "map_max": float(self.anomaly_map.max()) if self.anomaly_map.size else None,
+        }
+        if include_map:
+            out["anomaly_map"] = self.anomaly_map.tolist()
+        return out
