@@ -1,0 +1,41 @@
+"""Scoring heads: S1-S5 semantics and the pixel map against scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+from zsad import create_head
+from zsad.heads.base import ScoreInputs
+from zsad.heads.pixel import PixelMapHead, gaussian_blur
+
+
+@pytest.mark.parametrize("shape", [(2, 518, 518), (1, 10, 7), (3, 33, 64)])
+@pytest.mark.parametrize("sigma", [4, 1.5, 8])
+def test_gaussian_matches_scipy_reflect(shape, sigma):
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    ref = np.stack([ndi.gaussian_filter(m, sigma=sigma, mode="reflect", truncate=4.0) for m in x])
+    np.testing.assert_allclose(gaussian_blur(torch.from_numpy(x), sigma).numpy(), ref, atol=2e-6)
+
+
+def test_image_scores():
+    inp = ScoreInputs(
+        {"object": torch.tensor([[0.9, 0.1], [0.4, 0.6]]), "spatial": torch.tensor([[0.2, 0.8], [0.7, 0.3]])},
+        torch.tensor([[[0.7, 0.3], [0.4, 0.6]], [[0.1, 0.9], [0.8, 0.2]]]),
+        (1, 2),
+    )
+    got = {n: create_head(n)(inp).tolist() for n in ("S1", "S2", "S3", "S4", "S5")}
+    assert got["S1"] == pytest.approx([0.1, 0.6]) and got["S2"] == pytest.approx([0.8, 0.3])
+    assert got["S3"] == pytest.approx([0.8, 0.6]) and got["S4"] == pytest.approx([0.45, 0.45])
+    assert got["S5"] == pytest.approx([0.8 + 0.6, 0.3 + 0.9])
+
+
+def test_pixel_map_sigmoid_blend_and_zero_sigma():
+    probs = torch.tensor([[[0.2, 0.6]] * 4])
+    head = PixelMapHead(sigma=0)
+    out = head(probs, (2, 2), (4, 4))
+    torch.testing.assert_close(out, torch.full((1, 4, 4), 0.7))
+    with pytest.raises(Exception, match="sigma"):
+        PixelMapHead(sigma=-1)

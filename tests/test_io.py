@@ -1,0 +1,94 @@
+"""Input loading: every accepted input kind, pixel modes, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zsad.errors import ImageError
+from zsad.io import load_image, prepare, prepare_batch
+
+
+def _rgb(h=20, w=30):
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "YCbCr", "1"])
+def test_modes_convert_like_the_official_pipeline(tmp_path, mode):
+    img = Image.fromarray(_rgb()).convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "YCbCr") else "x.png")
+    img.save(path)
+    with Image.open(path) as im:
+        expected = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(load_image(path)), expected)
+    np.testing.assert_array_equal(np.asarray(load_image(img)), np.asarray(img.convert("RGB")))
+
+
+def test_16_bit_is_refused_unless_asked(tmp_path):
+    arr = (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100).astype(np.uint16)
+    img = Image.fromarray(arr)
+    assert img.mode.startswith("I;16")
+    with pytest.raises(ImageError, match="high_bit_depth='scale'"):
+        load_image(img)
+    scaled = np.asarray(load_image(img, high_bit_depth="scale"))
+    np.testing.assert_array_equal(scaled[..., 0], np.round(arr / 65535 * 255).astype(np.uint8))
+    clipped = np.asarray(load_image(img, high_bit_depth="clip"))
+    np.testing.assert_array_equal(clipped, np.asarray(img.convert("RGB")))
+
+
+def test_corrupt_truncated_and_missing_files(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(_rgb(64, 64)).save(good)
+    data = good.read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.png").write_bytes(b"hello")
+    with pytest.raises(ImageError, match=r"trunc\.png.*corrupt, truncated"):
+        load_image(tmp_path / "trunc.png")
+    with pytest.raises(ImageError, match=r"junk\.png"):
+        load_image(tmp_path / "junk.png")
+    with pytest.raises(ImageError, match="does not exist"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_arrays_and_tensors():
+    arr = _rgb()
+    np.testing.assert_array_equal(np.asarray(load_image(arr)), arr)
+    np.testing.assert_array_equal(np.asarray(load_image(arr[..., 0])), np.repeat(arr[..., :1], 3, axis=2))
+    with pytest.raises(ImageError, match="uint8"):
+        load_image(arr.astype(np.float32))
+    with pytest.raises(ImageError, match="shape"):
+        load_image(np.zeros((3, 20, 30), np.uint8))
+    batch = prepare_batch([torch.rand(3, 20, 30), torch.rand(2, 3, 28, 28), arr], 28)
+    assert batch.pixels.shape == (4, 3, 28, 28)
+    assert batch.original_sizes == [(20, 30), (28, 28), (28, 28), (20, 30)]
+    with pytest.raises(ImageError, match=r"\[0, 1\]"):
+        prepare_batch([torch.full((3, 4, 4), 255.0)], 28)
+    with pytest.raises(ImageError, match="float"):
+        prepare_batch([torch.zeros(3, 4, 4, dtype=torch.uint8)], 28)
+    with pytest.raises(ImageError, match="3xHxW"):
+        prepare_batch([torch.rand(1, 4, 4)], 28)
+    with pytest.raises(ImageError, match="Unsupported input"):
+        load_image(123)  # type: ignore[arg-type]
+    with pytest.raises(ImageError, match="empty"):
+        prepare_batch([], 28)
+
+
+def test_prepare_matches_pil_bilinear_and_normalises():
+    img = Image.fromarray(_rgb())
+    t = prepare(img, 28)
+    expected = np.asarray(img.resize((28, 28), Image.BILINEAR), dtype=np.float32) / 255
+    np.testing.assert_array_equal(t.permute(1, 2, 0).numpy(), expected)
+    n = prepare(img, 28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    torch.testing.assert_close(n, (t - 0.5) / 0.5)
+
+
+def test_exif_orientation_optional(tmp_path):
+    img = Image.fromarray(_rgb(10, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    path = tmp_path / "o.jpg"
+    img.save(path, exif=exif)
+    assert load_image(path).size == (20, 10)
+    assert load_image(path, exif_transpose=True).size == (10, 20)
