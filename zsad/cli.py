@@ -1,0 +1,402 @@
+"""The ``zsad`` command line.
+
+Every subcommand has ``--help`` with examples. Errors print one ``zsad: error: ...`` line that says what to fix and
+exit with status 2 (1 for unexpected failures, 130 on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from zsad import __version__
+from zsad.errors import ZsadError
+
+__all__ = ["main", "parse_set"]
+
+
+def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
+    """Parse ``--set key=value`` pairs; values are JSON when they parse (``336``, ``true``, ``null``), else text.
+
+    Example:
+        >>> parse_set(["image_size=336", "backbone_checkpoint=/w/l14", "prompt_checkpoint=null"])
+        {'image_size': 336, 'backbone_checkpoint': '/w/l14', 'prompt_checkpoint': None}
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ZsadError(f"--set expects key=value, got {item!r} (e.g. --set image_size=336).")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _sub(subparsers, name: str, help: str, examples: str, description: str | None = None) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=help, description=description or help, epilog="examples:\n" + examples, formatter_class=_Formatter
+    )
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, *, device: bool = True) -> None:
+    p.add_argument("--recipe", default="tipsomaly", help="recipe name or JSON file (default: tipsomaly; see `zsad recipes`)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set image_size=336 --set backbone_checkpoint=DIR (repeatable)")
+    if device:
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+        p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="backbone precision (default float32)")
+
+
+# -- commands ----------------------------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    from zsad.data import list_images
+    from zsad.detector import Detector
+
+    paths = list_images(args.inputs)
+    det = Detector.from_recipe(args.recipe, device=args.device, dtype=args.dtype, **parse_set(args.overrides))
+    results = det.predict([str(p) for p in paths], class_name=args.class_name, batch_size=args.batch_size,
+                          map_size="original", progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"path": r.image_path, "class": r.class_name, "score": r.pred_score, **r.scores} for r in results]
+    _write_csv(out / "scores.csv", rows)
+    _write_text(out / "scores.json", json.dumps({"recipe": det.config.name, "image_score": det.config.heads.image_score,
+                                                 "results": [r.to_dict() for r in results]}, indent=2))
+    if args.overlays:
+        from zsad.viz import save_overlays
+
+        save_overlays(results, [r.image_path for r in results], out / "overlays")
+    if args.save_maps:
+        import numpy as np
+
+        (out / "maps").mkdir(exist_ok=True)
+        for r in results:
+            np.save(out / "maps" / f"{Path(r.image_path).stem}.npy", r.anomaly_map)
+    if not args.quiet:
+        width = max(len(Path(r.image_path).name) for r in results)
+        print(f"{'image':{width}s}  {det.config.heads.image_score:>7s}")
+        for r in results:
+            print(f"{Path(r.image_path).name:{width}s}  {r.pred_score:7.4f}")
+        print(f"wrote {out / 'scores.csv'}, {out / 'scores.json'}" + (f" and {out / 'overlays'}/" if args.overlays else ""))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from zsad.evaluation import evaluate
+
+    evaluate(
+        args.recipe, args.data if len(args.data) > 1 else args.data[0], args.out,
+        overrides=parse_set(args.overrides), aupro=args.aupro, protocol=args.protocol, device=args.device,
+        dtype=args.dtype, batch_size=args.batch_size, classes=args.classes, save_maps=args.save_maps,
+        save_overlays=args.save_overlays, resume=not args.no_resume, progress=not args.quiet, undefined=args.undefined,
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zsad.training import train_prompts
+
+    result = train_prompts(
+        recipe=args.recipe, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, overrides=parse_set(args.overrides), device=args.device, feature_cache=args.feature_cache,
+        resume=args.resume, progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(f"wrote {getattr(result, 'checkpoint', args.out)}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from zsad.components import RECIPES, get_recipe
+
+    if args.name:
+        print(get_recipe(args.name).model_dump_json(indent=2))
+        return 0
+    rows = [{"name": n, "description": RECIPES.describe(n)} for n in RECIPES.list()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "description"])
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from zsad.components import all_registries
+
+    rows = []
+    for reg in all_registries():
+        for info in reg.status(load=not args.no_load):
+            if args.all or info.source == "plugin":
+                rows.append({"name": info.name, "kind": info.kind[:-1], "source": info.source,
+                             "distribution": info.distribution or "-", "version": info.version or "-",
+                             "status": info.status})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        _print_table(rows, ["name", "kind", "source", "distribution", "version", "status"])
+    else:
+        print("no plugins installed (packages register through the entry-point groups zsad.backbones, zsad.prompts, "
+              "zsad.heads, zsad.recipes; `zsad plugins --all` lists the built-ins too)")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from zsad import weights
+
+    if args.action == "list":
+        rows = []
+        for r in weights.list_checkpoints():
+            size = r["size"] or r["approx_size"]
+            rows.append({"name": r["name"], "kind": r["kind"], "size": _human(size, approx=not r["size"]),
+                         "sha256": "yes" if r["sha256_known"] else "no", "licence": r["licence"],
+                         "cached": "yes" if r["cached"] else "no"})
+        if args.json:
+            print(json.dumps(weights.list_checkpoints(), indent=2))
+        else:
+            _print_table(rows, ["name", "kind", "size", "sha256", "licence", "cached"])
+            print("TIPS weights and tokenizer: CC-BY 4.0, Google DeepMind (TIPS, ICLR 2025; TIPSv2, CVPR 2026). "
+                  f"Cache: {weights.cache_dir()}")
+        return 0
+    if args.action == "path":
+        print(weights.cache_dir())
+        return 0
+    if not args.names:
+        raise ZsadError(f"`zsad weights {args.action}` needs a checkpoint name (see `zsad weights list`).")
+    if args.action == "download":
+        for name in args.names:
+            print(weights.ensure_checkpoint(name, progress=not args.quiet))
+        return 0
+    if args.action == "verify":
+        bad = 0
+        for name in args.names:
+            for filename, status in weights.verify_checkpoint(name).items():
+                print(f"{name}/{filename}: {status}")
+                bad += status in ("missing", "mismatch")
+        return 1 if bad else 0
+    if args.action == "import":
+        name, paths = args.names[0], args.names[1:]
+        if not paths:
+            raise ZsadError("usage: zsad weights import NAME FILE [FILE ...] (e.g. the *_vision.npz, *_text.npz and "
+                            "tokenizer.model you downloaded)")
+        print(weights.import_files(name, paths))
+        return 0
+    raise ZsadError(f"unknown weights action {args.action!r}")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    info: dict[str, Any] = {"zsad": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("torch", "transformers", "numpy", "PIL", "open_clip", "sentencepiece", "safetensors"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional packages
+            info[mod] = "not installed"
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.is_available()
+        info["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or ["cpu"]
+    except Exception:  # noqa: BLE001
+        info["cuda"] = False
+    from zsad.weights import cache_dir, is_offline
+
+    info["cache"] = str(cache_dir())
+    info["offline"] = is_offline()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:14s} {v}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from zsad import data
+
+    if args.action == "prepare":
+        path = data.prepare_dataset(args.dataset, args.raw, args.out, overwrite=args.overwrite)
+        print(f"wrote {path}")
+        return 0
+    ds = data.open_dataset(args.path, check_mask_sizes=True)
+    print(ds.summary())
+    return 0
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from zsad.prompts.checkpoint import convert_official_checkpoint
+
+    print(convert_official_checkpoint(args.src, args.dest))
+    return 0
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+def _human(n: int | None, approx: bool = False) -> str:
+    if not n:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{'~' if approx else ''}{n:.0f} {unit}" if unit == "B" else f"{'~' if approx else ''}{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsad",
+        description="Zero-shot anomaly detection in images with vision-language models.",
+        epilog="examples:\n  zsad predict examples/images --class-name 'metal plate'\n"
+               "  zsad evaluate --recipe tipsomaly --data data/visa --out runs/visa\n"
+               "  zsad weights list\n\nRun `zsad COMMAND --help` for each command's options.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"zsad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = _sub(sub, "predict", "score images and write anomaly maps",
+             "  zsad predict part.png --class-name 'metal nut'\n"
+             "  zsad predict 'photos/*.jpg' folder/ --class-name screw --out runs/screws --device cuda\n"
+             "  zsad predict img.png --set backbone_checkpoint=/weights/tips-l14 --set image_size=448\n")
+    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--class-name", default="object", help="object class used in the prompts (default: object)")
+    _add_recipe_args(p)
+    p.add_argument("--out", default="zsad-predictions", help="output folder (default: zsad-predictions)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the recipe's)")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="do not write overlay images")
+    p.add_argument("--save-maps", action="store_true", help="also write each anomaly map as .npy")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
+    p.set_defaults(func=cmd_predict)
+
+    p = _sub(sub, "evaluate", "evaluate a recipe on benchmark datasets (metrics, scores, manifest)",
+             "  zsad evaluate --recipe tipsomaly --data data/mvtec --out runs/mvtec --set prompt_checkpoint=tipsomaly-visa\n"
+             "  zsad evaluate --data data/visa --data data/mpdd --out runs/all --aupro legacy --device cuda\n")
+    _add_recipe_args(p)
+    p.add_argument("--data", action="append", required=True, help="dataset folder or meta.json (repeatable)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--aupro", choices=["exact", "legacy"], default="exact",
+                   help="exact = MVTec AD definition (default); legacy = the 200-threshold variant of published code")
+    p.add_argument("--protocol", choices=["tipsomaly", "original"], default="tipsomaly",
+                   help="tipsomaly = score at the model input size (official); original = at each image's size")
+    p.add_argument("--undefined", choices=["nan", "zero"], default="nan",
+                   help="undefined metrics: n/a, excluded from means (default) or 0 as the official code")
+    p.add_argument("--classes", nargs="+", default=None, help="only these classes")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--save-maps", action="store_true", help="write anomaly maps")
+    p.add_argument("--save-overlays", action="store_true", help="write overlay images (class-wide colour scale)")
+    p.add_argument("--no-resume", action="store_true", help="recompute classes finished by an earlier run")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = _sub(sub, "train", "learn the localisation prompt tokens on an auxiliary dataset",
+             "  zsad train --data data/mvtec --out runs/prompts-mvtec\n"
+             "  zsad train --data data/visa --out runs/p --epochs 2 --batch-size 8 --device cuda\n"
+             "  zsad predict img.png --set prompt_checkpoint=runs/p/prompts.safetensors\n")
+    _add_recipe_args(p)
+    p.add_argument("--data", required=True, help="dataset folder or meta.json with masks (its test split is used)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, record)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=111)
+    p.add_argument("--resume", default=None, help="resume from a training checkpoint")
+    p.add_argument("--feature-cache", default=None, help="folder to cache image features across runs")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = _sub(sub, "recipes", "list recipes, or show one as JSON",
+             "  zsad recipes\n  zsad recipes tipsomaly > my_recipe.json\n")
+    p.add_argument("name", nargs="?", help="show this recipe's configuration")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recipes)
+
+    p = _sub(sub, "plugins", "list installed plugins: name, kind, distribution, version, status",
+             "  zsad plugins\n  zsad plugins --all --json\n")
+    p.add_argument("--all", action="store_true", help="include built-in components")
+    p.add_argument("--no-load", action="store_true", help="do not import plugins to check them")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = _sub(sub, "weights", "known checkpoints: list, download, verify, import local files, cache path",
+             "  zsad weights list\n  zsad weights download tips-v1-l14-hr\n  zsad weights verify tips-v1-l14-hr\n"
+             "  zsad weights import tips-v1-l14-hr ~/Downloads/tips_oss_l14_highres_distilled_*.npz ~/Downloads/tokenizer.model\n")
+    p.add_argument("action", choices=["list", "download", "verify", "import", "path"])
+    p.add_argument("names", nargs="*", help="checkpoint name(s); for import: NAME FILE...")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_weights)
+
+    p = _sub(sub, "info", "versions, devices, cache", "  zsad info\n  zsad info --json\n")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = _sub(sub, "data", "prepare benchmark datasets (meta.json) or check one",
+             "  zsad data prepare mvtec ~/datasets/mvtec_anomaly_detection\n  zsad data check data/visa\n")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = dsub.add_parser("prepare", help="write meta.json for a dataset from its published layout")
+    q.add_argument("dataset", help="mvtec, visa, mpdd, btad, sdd, dagm, dtd, isic, cvc-clinicdb, cvc-colondb, tn3k, headct, brainmri, br35h")
+    q.add_argument("raw", help="the dataset's raw folder")
+    q.add_argument("--out", default=None, help="where to write meta.json (default: in the raw folder)")
+    q.add_argument("--overwrite", action="store_true")
+    q = dsub.add_parser("check", help="validate a dataset (files, masks) and print a summary")
+    q.add_argument("path")
+    p.set_defaults(func=cmd_data)
+
+    p = _sub(sub, "prompts", "convert an official Tipsomaly .pth prompt checkpoint to zsad safetensors",
+             "  zsad prompts learnable_params_2.pth prompts.safetensors\n")
+    p.add_argument("src")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_prompts)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ZsadError as exc:
+        print(f"zsad: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zsad: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `zsad weights list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
