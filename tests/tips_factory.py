@@ -10,7 +10,7 @@ import numpy as np
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tipsomaly-parity"
 
 
-def official_arrays(width=384, depth=1, text_layers=1, vocab=448, grid=4, mlp_ratio=4, swiglu=False, seed=0):
+def official_arrays(width=384, depth=1, text_layers=1, vocab=448, grid=4, mlp_ratio=4, swiglu=False, seed=0, text_mlp_ratio=4):
     """(vision, text) dicts with the exact official key names and shapes."""
     rng = np.random.default_rng(seed)
     r = lambda *shape: (rng.standard_normal(shape) * 0.02).astype(np.float32)  # noqa: E731
@@ -49,8 +49,8 @@ def official_arrays(width=384, depth=1, text_layers=1, vocab=448, grid=4, mlp_ra
             b + "attn.in_proj_weight": r(3 * d, d), b + "attn.in_proj_bias": r(3 * d),
             b + "attn.out_proj.weight": r(d, d), b + "attn.out_proj.bias": r(d),
             b + "ln_1.weight": ones(d), b + "ln_1.bias": r(d), b + "ln_2.weight": ones(d), b + "ln_2.bias": r(d),
-            b + "mlp.c_fc.weight": r(4 * d, d), b + "mlp.c_fc.bias": r(4 * d),
-            b + "mlp.c_proj.weight": r(d, 4 * d), b + "mlp.c_proj.bias": r(d),
+            b + "mlp.c_fc.weight": r(text_mlp_ratio * d, d), b + "mlp.c_fc.bias": r(text_mlp_ratio * d),
+            b + "mlp.c_proj.weight": r(d, text_mlp_ratio * d), b + "mlp.c_proj.bias": r(d),
         })
     return vision, text
 

@@ -1,0 +1,114 @@
+"""The `zsad` command line: every subcommand, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tips_factory import FIXTURE, copy_fixture_checkpoint
+from zsad.cli import main, parse_set
+
+TINY = [
+    "--set", f"backbone_checkpoint={FIXTURE}",
+    "--set", f"prompt_checkpoint={FIXTURE / 'learnable_params.pth'}",
+    "--set", "image_size=56", "--device", "cpu",
+]
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg", "sub/c.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def test_predict_folder_writes_scores_overlays_maps(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", str(images), "--class-name", "screw", "--out", str(out), "--save-maps", *TINY]) == 0
+    doc = json.loads((out / "scores.json").read_text())
+    assert len(doc["results"]) == 3 and doc["image_score"] == "S5"
+    assert (out / "scores.csv").read_text().splitlines()[0] == "path,class,score,S1,S2,S3,S4,S5"
+    assert len(list((out / "overlays").glob("*.png"))) == 3
+    assert np.load(out / "maps" / "a.npy").shape == (40, 50)
+    assert "a.png" in capsys.readouterr().out
+
+
+def test_predict_glob_and_missing_paths(images, tmp_path, capsys):
+    assert main(["predict", str(images / "*.png"), "--out", str(tmp_path / "o"), "--no-overlays", "-q", *TINY]) == 0
+    assert len(json.loads((tmp_path / "o" / "scores.json").read_text())["results"]) == 1
+    assert main(["predict", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "o2"), *TINY]) == 2
+    assert "zsad: error:" in capsys.readouterr().err
+
+
+def test_bad_overrides_and_options(images, tmp_path, capsys):
+    assert main(["predict", str(images), "--set", "image_sise=3", *TINY]) == 2
+    assert "Did you mean: image_size" in capsys.readouterr().err
+    assert main(["predict", str(images), "--set", "novalue", *TINY]) == 2
+    assert "key=value" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(images), "--bogus"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])
+    assert parse_set(["a=[1, 2]", "b=x=y"]) == {"a": [1, 2], "b": "x=y"}
+
+
+def test_recipes_plugins_info(capsys):
+    assert main(["recipes"]) == 0
+    assert "tipsomaly" in capsys.readouterr().out
+    assert main(["recipes", "tipsomaly"]) == 0
+    assert json.loads(capsys.readouterr().out)["heads"]["image_score"] == "S5"
+    assert main(["plugins", "--all", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"name": "tips", "kind": "backbone", "source": "builtin"}.items() <= next(r for r in rows if r["name"] == "tips").items()
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["zsad"] and "cache" in info
+
+
+def test_weights_commands(tmp_path, capsys, monkeypatch):
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "tips-v1-l14-hr" in out and "CC-BY" in out
+    assert main(["weights", "path"]) == 0
+    assert capsys.readouterr().out.strip().endswith("zsad-cache")
+    src = tmp_path / "dl"
+    src.mkdir()
+    shutil.copy(FIXTURE / "vision.npz", src / "tips_oss_s14_highres_distilled_vision.npz")
+    shutil.copy(FIXTURE / "text.npz", src / "tips_oss_s14_highres_distilled_text.npz")
+    shutil.copy(FIXTURE / "tokenizer.model", src / "tokenizer.model")
+    assert main(["weights", "import", "tips-v1-s14-hr", *map(str, sorted(src.iterdir()))]) == 0
+    capsys.readouterr()
+    assert main(["weights", "verify", "tips-v1-s14-hr"]) == 0
+    assert "vision.npz: unverified" in capsys.readouterr().out
+    monkeypatch.setenv("ZSAD_OFFLINE", "1")
+    assert main(["weights", "download", "tips-v1-b14-hr"]) == 2
+    assert "zsad weights download" in capsys.readouterr().err
+    assert main(["weights", "download"]) == 2
+
+
+def test_data_commands(tmp_path, capsys):
+    assert main(["data", "check", str(FIXTURE / "dataset")]) == 0
+    assert "metal_nut" in capsys.readouterr().out
+    assert main(["data", "prepare", "mvtec", str(tmp_path / "missing")]) == 2
+    assert "zsad: error:" in capsys.readouterr().err
+
+
+def test_prompt_conversion(tmp_path):
+    dest = tmp_path / "p.safetensors"
+    assert main(["prompts", str(FIXTURE / "learnable_params.pth"), str(dest)]) == 0
+    assert dest.is_file()
+
+
+def test_module_entry_point_help():
+    run = subprocess.run([sys.executable, "-m", "zsad", "predict", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0 and "examples:" in run.stdout and "--class-name" in run.stdout

@@ -1,0 +1,7 @@
+"""``python -m zsad`` runs the command line."""
+
+import sys
+
+from zsad.cli import main
+
+sys.exit(main())
