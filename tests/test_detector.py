@@ -11,7 +11,7 @@ from PIL import Image
 
 from tips_factory import FIXTURE
 from zsad import AnomalyResult, Detector
-from zsad.errors import CheckpointError, ConfigError, UnknownComponentError
+from zsad.errors import CheckpointError, ConfigError, ImageError, UnknownComponentError
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,8 @@ def test_per_image_class_names(det):
         det.predict([x, x], class_name=["a"])
     with pytest.raises(ConfigError, match="map_size"):
         det.predict(x, map_size="big")
+    with pytest.raises(ImageError, match="empty list"):
+        det.predict([])
 
 
 def test_bf16_backbone_keeps_fp32_scores():

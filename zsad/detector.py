@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence, overload
@@ -241,6 +242,8 @@ class Detector:
             raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
         single = not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, torch.Tensor) and inputs.ndim == 4)
         items = [inputs] if single or isinstance(inputs, torch.Tensor) else list(inputs)
+        if not items:
+            raise ImageError("predict() got an empty list of inputs; pass at least one image.")
         batch_size = batch_size or self.config.batch_size
         chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
         names = self._class_names(class_name, items)
@@ -248,9 +251,15 @@ class Detector:
         from tqdm.auto import tqdm
 
         show = progress if progress is not None else len(chunks) > 1
-        with torch.inference_mode(), tqdm(total=len(items), disable=not show, unit="img", desc="zsad predict") as bar:
-            for chunk in chunks:
-                batch = self.preprocess(chunk)
+        # images of the next chunk are decoded in a background thread while the model runs on the current one
+        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode(), tqdm(
+            total=len(items), disable=not show, unit="img", desc="zsad predict"
+        ) as bar:
+            pending = pool.submit(self.preprocess, chunks[0])
+            for index, chunk in enumerate(chunks):
+                batch = pending.result()
+                if index + 1 < len(chunks):
+                    pending = pool.submit(self.preprocess, chunks[index + 1])
                 n = len(batch.original_sizes)
                 chunk_names = names[len(results) : len(results) + n]
                 out = self.score_pixels(batch.pixels, chunk_names)
