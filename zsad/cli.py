@@ -110,10 +110,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_prompts(
         recipe=args.recipe, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, overrides=parse_set(args.overrides), device=args.device, feature_cache=args.feature_cache,
-        resume=args.resume, progress=not args.quiet,
+        resume=args.resume, progress=not args.quiet, dtype=args.dtype, shuffle=args.shuffle, overwrite=args.overwrite,
     )
     if not args.quiet:
-        print(f"wrote {getattr(result, 'checkpoint', args.out)}")
+        print(f"wrote {result.prompt_checkpoint} (use it with --set prompt_checkpoint={result.prompt_checkpoint})")
     return 0
 
 
@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=111)
     p.add_argument("--resume", default=None, help="resume from a training checkpoint")
     p.add_argument("--feature-cache", default=None, help="folder to cache image features across runs")
+    p.add_argument("--shuffle", action="store_true", help="a new seeded order every epoch (official: fixed order)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

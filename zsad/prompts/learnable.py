@@ -81,6 +81,10 @@ class LearnablePrompts(PromptStrategy):
         """True when the tokens come from a checkpoint (or training), False for a random initialisation."""
         return self.checkpoint is not None
 
+    def mark_trained(self, source: str = "<trained in memory>") -> None:
+        """Record that the tokens were trained (so the detector no longer warns about a random initialisation)."""
+        self.checkpoint = source
+
     def _set(self, t_n: torch.Tensor, t_a: torch.Tensor) -> None:
         self.T_n = nn.Parameter(t_n.detach().clone().float())
         self.T_a = nn.Parameter(t_a.detach().clone().float())
