@@ -407,7 +407,7 @@ def train_prompts(
         start_epoch = int(resume_meta["epoch"])
         trainer.steps = int(resume_meta.get("steps", 0))
         history = list(resume_meta.get("history", []))
-        trainer._mark_trained()
+        trainer.learned.mark_trained(str(resume_path))
         if start_epoch > epochs:
             raise ConfigError(f"{resume_path} is already at epoch {start_epoch} > epochs={epochs}; ask for more epochs.")
 
