@@ -534,15 +534,8 @@ def _ragged_pixel_metrics(maps: list[np.ndarray], masks: list[np.ndarray], aupro
     labelled per image. Built from the metrics module's own steps, so the numbers are identical to stacking.
     """
     from zsad.metrics import pixel_metrics
-    from zsad.metrics._curves import binary_metrics, rank_counts, undefined_value
-    from zsad.metrics.aupro import (
-        PixelStream,
-        check_pixel_args,
-        exact_aupro,
-        legacy_aupro,
-        one_class_reason,
-        prepare_pixels,
-    )
+    from zsad.metrics.aupro import PixelStream, check_pixel_args, prepare_pixels
+    from zsad.metrics.pixel import metrics_from_stream
 
     if len({m.shape for m in maps}) == 1:
         return pixel_metrics(np.stack(maps), np.stack(masks), aupro=aupro, fpr_limit=FPR_LIMIT, undefined=undefined)
@@ -562,13 +555,7 @@ def _ragged_pixel_metrics(maps: list[np.ndarray], masks: list[np.ndarray], aupro
         region=np.concatenate(region).astype(np.int64),
         areas=np.concatenate(areas).astype(np.int64),
     )
-    if ps.pos_values.size == 0 or ps.n_neg == 0:
-        value = undefined_value("pixel auroc, ap, aupro and f1_max", one_class_reason(ps), undefined, 3)
-        return {"auroc": value, "ap": value, "aupro": value, "f1_max": value}
-    rc = rank_counts(ps.sorted_all, ps.pos_values)
-    out = binary_metrics(rc)
-    pro = legacy_aupro(ps, FPR_LIMIT, undefined) if aupro == "legacy" else exact_aupro(ps, rc, FPR_LIMIT)
-    return {"auroc": out["auroc"], "ap": out["ap"], "aupro": pro, "f1_max": out["f1_max"]}
+    return metrics_from_stream(ps, aupro, FPR_LIMIT, undefined)
 
 
 # ---------------------------------------------------------------------------------------------- the run
