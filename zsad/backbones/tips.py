@@ -41,13 +41,13 @@ import numpy as np
 import torch
 
 from zsad.backbones.base import Backbone, ImageFeatures, Preprocessing, l2_normalize
+from zsad.backbones.tokenizers import MAX_TEXT_LEN, ByteTokenizer, HFTokenizer, SentencePieceTokenizer
 from zsad.errors import CheckpointError, ConfigError, WeightsError
 
 __all__ = ["TipsArchitecture", "TipsBackbone", "SentencePieceTokenizer", "create_tips", "HEADS_BY_WIDTH"]
 
 #: attention heads of every published TIPS width (vision and text towers alike)
 HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1152: 16, 1536: 24}
-MAX_TEXT_LEN = 64
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -278,67 +278,6 @@ def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 
 # ------------------------------------------------------------------------------------------------------------
-# tokenizer
-# ------------------------------------------------------------------------------------------------------------
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-class SentencePieceTokenizer:
-    """The TIPS tokenizer: ASCII-lowercase, SentencePiece without BOS/EOS, truncate/pad with 0 to 64.
-
-    Example:
-        >>> tok = SentencePieceTokenizer("tests/fixtures/tipsomaly-parity/tokenizer.model")  # doctest: +SKIP
-        >>> tok(["a photo of a metal nut."]).shape  # doctest: +SKIP
-        torch.Size([1, 64])
-    """
-
-    def __init__(self, path: str | Path, max_len: int = MAX_TEXT_LEN) -> None:
-        import sentencepiece
-
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(
-                f"The TIPS tokenizer file {path} does not exist. Put the official 'tokenizer.model' "
-                "(https://storage.googleapis.com/tips_data/v1_0/checkpoints/tokenizer.model) next to the weights, "
-                "or run: zsad weights download tips-v1-l14-hr"
-            )
-        try:
-            self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
-        except (RuntimeError, OSError) as exc:
-            raise CheckpointError(
-                f"Cannot load the SentencePiece tokenizer {path}: {exc}. The file is corrupt or not a "
-                "SentencePiece model; download the official tokenizer.model again."
-            ) from exc
-        self.path = path
-        self.max_len = max_len
-        self.vocab_size = self.sp.get_piece_size()
-
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
-        for row, text in enumerate(texts):
-            pieces = self.sp.encode(text.translate(_ASCII_LOWER))[: self.max_len]
-            ids[row, : len(pieces)] = torch.tensor(pieces, dtype=torch.long)
-        return ids
-
-
-class _HFTokenizer:
-    """Adapter of a transformers TIPSv2 tokenizer to the ``texts -> (B, 64) ids`` interface."""
-
-    def __init__(self, tokenizer: Any, max_len: int = MAX_TEXT_LEN) -> None:
-        self.tokenizer, self.max_len = tokenizer, max_len
-
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        enc = self.tokenizer(
-            [t.translate(_ASCII_LOWER) for t in texts],
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_len,
-            return_tensors="pt",
-        )
-        return enc["input_ids"].long()
-
-
-# ------------------------------------------------------------------------------------------------------------
 # the backbone
 # ------------------------------------------------------------------------------------------------------------
 class TipsBackbone(Backbone):
@@ -395,7 +334,7 @@ class TipsBackbone(Backbone):
 
         torch.manual_seed(seed)
         vcfg, tcfg = arch.hf_configs()
-        return cls(Tipsv2VisionModel(vcfg), Tipsv2TextModel(tcfg), _ByteTokenizer(arch.vocab_size), temperature, **kwargs)
+        return cls(Tipsv2VisionModel(vcfg), Tipsv2TextModel(tcfg), ByteTokenizer(arch.vocab_size), temperature, **kwargs)
 
     @classmethod
     def from_npz(cls, folder: str | Path, **kwargs: Any) -> "TipsBackbone":
@@ -457,7 +396,7 @@ class TipsBackbone(Backbone):
         if (local / "tokenizer.model").is_file() and not (local / "tokenizer.json").is_file():
             tokenizer: Any = SentencePieceTokenizer(local / "tokenizer.model")
         else:
-            tokenizer = _HFTokenizer(AutoTokenizer.from_pretrained(repo_or_folder, local_files_only=local_files_only))
+            tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(repo_or_folder, local_files_only=local_files_only))
         temperature = float(model.temperature.detach().float())
         return cls(model.vision_model, model.text_model, tokenizer, temperature, source=repo_or_folder, **kwargs)
 
@@ -512,20 +451,6 @@ class TipsBackbone(Backbone):
             mask = torch.cat([torch.ones_like(valid[:, : prefix.shape[0]]), valid], dim=1)[:, : self.max_text_len]
             out = self.text(inputs_embeds=inputs, attention_mask=mask)
         return l2_normalize(out.pooler_output)
-
-
-class _ByteTokenizer:
-    """Deterministic stand-in tokenizer for random models (UTF-8 bytes folded into the vocabulary, no 0)."""
-
-    def __init__(self, vocab_size: int, max_len: int = MAX_TEXT_LEN) -> None:
-        self.vocab_size, self.max_len = vocab_size, max_len
-
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
-        for row, text in enumerate(texts):
-            data = [1 + b % (self.vocab_size - 1) for b in text.translate(_ASCII_LOWER).encode()][: self.max_len]
-            ids[row, : len(data)] = torch.tensor(data, dtype=torch.long)
-        return ids
 
 
 def _find_one(folder: Path, patterns: tuple[str, ...], what: str) -> Path:

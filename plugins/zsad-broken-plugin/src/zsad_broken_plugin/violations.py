@@ -1,0 +1,34 @@
+"""Plugin objects that import fine but break the zsad contract (on purpose)."""
+
+from __future__ import annotations
+
+import torch
+
+from zsad.backbones.base import Backbone, ImageFeatures
+
+#: registered as a backbone although it is not a factory
+NOT_A_FACTORY = "a string is not a backbone factory"
+
+
+def create_not_a_backbone(checkpoint=None, **options):
+    """Returns a plain object instead of a zsad Backbone."""
+    return object()
+
+
+class UnnormalisedBackbone(Backbone):
+    """Returns features of norm 3 instead of L2-normalised ones."""
+
+    embed_dim, patch_size, default_image_size = 4, 14, 28
+
+    def encode_image(self, pixels):
+        b = pixels.shape[0]
+        g = torch.full((b, 4), 1.5)
+        return ImageFeatures({"object": g, "spatial": g}, torch.full((b, 4, 4), 1.5), (2, 2))
+
+    def encode_text(self, texts, prefix=None):
+        return torch.full((len(texts), 4), 1.5)
+
+
+def create_unnormalised(checkpoint=None, **options):
+    """A backbone that breaks the normalisation promise."""
+    return UnnormalisedBackbone()

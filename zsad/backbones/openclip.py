@@ -1,0 +1,399 @@
+"""CLIP (and other open_clip ViT models) as a zsad backbone.
+
+Any open_clip architecture with a ViT image tower works; a checkpoint is named ``"ARCH:TAG"`` (architecture and
+pretrained tag, e.g. ``"ViT-L-14-336:openai"``), ``"ARCH:/path/to/weights.pt"``, ``"ARCH"`` alone (random
+initialisation), or an open_clip schema id (``"hf-hub:org/repo"``, ``"local-dir:/path"``). Needs the ``clip``
+extra (``pip install 'zsad[clip]'``).
+
+Outputs:
+
+* **global** (both roles ``object`` and ``spatial``): the projected image embedding (``encode_image``);
+* **patches**: the patch tokens after ``ln_post`` projected into the joint space, ``tokens @ visual.proj``
+  (the same map the class token goes through, so patches and texts are compared in one space);
+* **similarity**: ``softmax(logit_scale.exp() * cos)`` over [normal, abnormal]; models trained with a sigmoid
+  loss (a ``logit_bias``, e.g. open_clip's SigLIP ports) use ``sigmoid(scale * cos + bias)`` per class.
+
+OpenAI weights were trained with QuickGELU: a tag that says so builds its architecture with QuickGELU even when
+the architecture's name lacks ``-quickgelu`` (open_clip itself only warns).
+
+Image size: the position embeddings are resized to ``image_size`` once when the model is built (open_clip's
+``force_image_size``, bicubic with antialias, applied to pretrained tables at load time); an input of another
+size (a multiple of the patch size) is resized on the fly with the same interpolation (a negligible cost).
+
+Learnable prompts (``encode_text(texts, prefix=P)``, ``P`` of shape ``(n, width)``): the ``n`` vectors are inserted
+right after the start-of-text token (before the first word; at position 0 for tokenizers without one), the
+sequence is cut back to the context length, and the text is pooled where the model pools, which for CLIP is the
+end-of-text token: its index (``argmax`` of the token ids) moves ``n`` places to the right. A text long enough to
+lose its end-of-text token to the cut keeps it at the last position (as open_clip's tokenizer does on truncation).
+The text tower is run from its modules (token embedding, position embedding, transformer with its causal mask,
+``ln_final``, ``text_projection``); without a prefix this equals open_clip's ``model.encode_text``.
+
+Example (a tiny random model, offline):
+    >>> bb = create_open_clip(None, model_config="tiny")
+    >>> import torch
+    >>> f = bb.encode_image(torch.rand(1, 3, 56, 56))
+    >>> f.patches.shape, f.grid, bb.encode_text(["a photo of a nut"]).shape
+    (torch.Size([1, 16, 32]), (4, 4), torch.Size([1, 32]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from zsad.backbones.base import Backbone, ImageFeatures, Preprocessing, l2_normalize
+from zsad.errors import CheckpointError, ConfigError, WeightsError, require
+
+__all__ = ["TINY_CLIP_CONFIG", "OpenClipBackbone", "create_open_clip", "split_checkpoint"]
+
+#: a tiny CLIP architecture for tests and docs (56 px, patch 14, 1.7M parameters, the bundled BPE vocabulary)
+TINY_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 56, "layers": 2, "width": 48, "head_width": 16, "patch_size": 14, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+}
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_SCHEMAS = ("hf-hub:", "local-dir:")
+
+
+def split_checkpoint(checkpoint: str) -> tuple[str, str | None]:
+    """Split ``"ARCH:TAG"`` into ``(arch, tag)``; schema ids and bare names have no tag.
+
+    Example:
+        >>> split_checkpoint("ViT-L-14-336:openai"), split_checkpoint("ViT-B-32"), split_checkpoint("hf-hub:a/b")
+        (('ViT-L-14-336', 'openai'), ('ViT-B-32', None), ('hf-hub:a/b', None))
+    """
+    if checkpoint.startswith(_SCHEMAS):
+        return checkpoint, None
+    arch, sep, tag = checkpoint.partition(":")
+    return arch, (tag if sep and tag else None)
+
+
+class OpenClipBackbone(Backbone):
+    """An open_clip model with a ViT image tower as a zsad backbone (see the module docstring).
+
+    Args:
+        model: an ``open_clip`` ``CLIP`` or ``CustomTextCLIP`` model.
+        tokenizer: the model's open_clip tokenizer (``texts -> (B, context_length)`` ids).
+        source: where the weights came from (for messages).
+    """
+
+    similarity = "softmax"
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, source: str = "") -> None:
+        super().__init__()
+        visual = getattr(model, "visual", None)
+        if visual is None or not all(hasattr(visual, a) for a in ("conv1", "class_embedding", "positional_embedding")):
+            raise ConfigError(
+                f"The open_clip model {source or type(model).__name__} has a {type(visual).__name__} image tower; zsad "
+                "needs patch tokens, which only open_clip's ViT towers (VisionTransformer) provide. Pick a ViT "
+                "architecture, e.g. 'ViT-L-14-336:openai' or 'ViT-B-16:openai'."
+            )
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") not in ("tok", "avg"):
+            raise ConfigError(
+                f"The open_clip model {source} pools its image tokens with an attention pooler; its tokens are not "
+                "patch tokens, so it cannot give pixel maps. Pick a CLIP-style ViT architecture."
+            )
+        self.model, self.tokenizer, self.source = model, tokenizer, source
+        self.embed_dim = int(visual.proj.shape[1]) if visual.proj is not None else int(visual.class_embedding.shape[0])
+        self.patch_size = int(_pair(visual.patch_size)[0])
+        self.default_image_size = int(_pair(visual.image_size)[0])
+        self._grid = tuple(int(g) for g in _pair(visual.grid_size))
+        scale = float(model.logit_scale.detach().float().exp())
+        self.logit_scale = scale
+        self.temperature = 1.0 / scale
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = None if bias is None else float(bias.detach().float())
+        if self.logit_bias is not None:
+            self.similarity = "sigmoid"
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        resample = cfg.get("interpolation", "bicubic")
+        self.preprocessing = Preprocessing(
+            tuple(cfg.get("mean", _CLIP_MEAN)),
+            tuple(cfg.get("std", _CLIP_STD)),
+            resample if resample in ("bilinear", "bicubic", "nearest") else "bicubic",
+        )
+        self._text = _TextTower.of(model)
+        self.supports_learnable_prompts = self._text is not None and self._text.supports_prefix
+        self.prompt_width = int(self._text.width) if self._text is not None else 0
+        self.eval()
+
+    # -- images ------------------------------------------------------------------------------------------------
+    def _positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Position embeddings for a patch grid (resized like open_clip's ``resize_pos_embed`` when needed)."""
+        pos = self.model.visual.positional_embedding
+        if grid == self._grid:
+            return pos
+        img = pos[1:].float().reshape(1, *self._grid, -1).permute(0, 3, 1, 2)
+        img = F.interpolate(img, size=grid, mode="bicubic", antialias=True, align_corners=False)
+        return torch.cat([pos[:1], img.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)])
+
+    def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
+        v = self.model.visual
+        _, _, height, width = pixels.shape
+        for side in (height, width):
+            self.check_image_size(side)
+        grid = (height // self.patch_size, width // self.patch_size)
+        x = v.conv1(pixels.to(v.conv1.weight.dtype))  # (B, width, rows, cols)
+        x = x.flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self._positions(grid).to(x.dtype)
+        x = v.ln_pre(v.patch_dropout(x))
+        x = v.transformer(x)
+        if getattr(v, "final_ln_after_pool", False):
+            pooled = v.ln_post(x[:, 0] if v.pool_type == "tok" else x[:, 1:].mean(dim=1))
+            tokens = v.ln_post(x[:, 1:])
+        else:
+            x = v.ln_post(x)
+            pooled = x[:, 0] if v.pool_type == "tok" else x[:, 1:].mean(dim=1)
+            tokens = x[:, 1:]
+        if v.proj is not None:
+            pooled, tokens = pooled @ v.proj, tokens @ v.proj
+        g = l2_normalize(pooled)
+        return ImageFeatures(globals={"object": g, "spatial": g}, patches=l2_normalize(tokens), grid=grid)
+
+    # -- texts -------------------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids ``(B, context_length)`` as the model's open_clip tokenizer makes them."""
+        return self.tokenizer(list(texts)).long()
+
+    def encode_text(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
+        ids = self.tokenize(texts).to(self.device)
+        if self._text is None:
+            if prefix is not None:
+                raise ConfigError(self._no_prefix_message())
+            return l2_normalize(self.model.encode_text(ids))
+        if prefix is not None:
+            if not self.supports_learnable_prompts:
+                raise ConfigError(self._no_prefix_message())
+            if prefix.ndim != 2 or prefix.shape[-1] != self.prompt_width:
+                raise ConfigError(
+                    f"Learnable prompt tokens have shape {tuple(prefix.shape)} but this CLIP text tower takes "
+                    f"(n_tokens, {self.prompt_width}); use prompts trained for this backbone."
+                )
+        return l2_normalize(self._text(ids, prefix, sot_id=getattr(self.tokenizer, "sot_token_id", None)))
+
+    def _no_prefix_message(self) -> str:
+        return (
+            f"The text tower of {self.source or 'this open_clip model'} does not take learnable prompt tokens "
+            "(only CLIP-style text transformers do); use prompts.strategy='fixed'."
+        )
+
+    # -- similarity --------------------------------------------------------------------------------------------
+    def logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        sims = features.float() @ prototypes.float().transpose(-1, -2)
+        logits = sims * self.logit_scale
+        return logits + self.logit_bias if self.logit_bias is not None else logits
+
+
+class _TextTower:
+    """The modules of a CLIP-style text transformer, run by hand so prompt tokens can be inserted."""
+
+    def __init__(self, owner: torch.nn.Module, pool_type: str, eos_id: int | None) -> None:
+        self.owner, self.pool_type, self.eos_id = owner, pool_type, eos_id
+        self.width = int(owner.token_embedding.weight.shape[1])
+        self.cls_emb = getattr(owner, "cls_emb", None)
+        self.use_pad_mask = bool(getattr(owner, "use_pad_mask", False))
+        self.supports_prefix = self.cls_emb is None and pool_type in ("argmax", "eos", "last", "first")
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> _TextTower | None:
+        if hasattr(model, "token_embedding") and hasattr(model, "ln_final"):  # open_clip.CLIP
+            return cls(model, model.text_pool_type, getattr(model, "text_eos_id", None))
+        text = getattr(model, "text", None)  # CustomTextCLIP with an open_clip TextTransformer
+        if text is not None and hasattr(text, "token_embedding") and hasattr(text, "ln_final"):
+            if getattr(text, "cls_emb", None) is not None:
+                return None
+            return cls(text, text.pool_type, getattr(text, "eos_id", None))
+        return None  # e.g. a Hugging Face text encoder: encoded by the model itself, no prompt tokens
+
+    def _pool_index(self, ids: torch.Tensor) -> torch.Tensor | None:
+        if self.pool_type == "argmax":
+            return ids.argmax(dim=-1)
+        if self.pool_type == "eos":
+            return (ids == self.eos_id).int().argmax(dim=-1)
+        return None
+
+    def __call__(self, ids: torch.Tensor, prefix: torch.Tensor | None, sot_id: int | None) -> torch.Tensor:
+        m = self.owner
+        cast = m.transformer.get_cast_dtype()
+        length = ids.shape[1]
+        x = m.token_embedding(ids).to(cast)
+        valid = ids != getattr(m, "pad_id", 0)
+        index = self._pool_index(ids)
+        if prefix is not None:
+            n = prefix.shape[0]
+            if n >= length - 1:
+                raise ConfigError(
+                    f"{n} learnable prompt tokens do not fit the text context of {length} tokens; use fewer tokens."
+                )
+            keep = length - n
+            x, valid = x[:, :keep].clone(), valid[:, :keep].clone()
+            if index is not None:  # keep the pooled (end-of-text) token when the cut would drop it
+                cut = index >= keep
+                if bool(cut.any()):
+                    rows = cut.nonzero().squeeze(1)
+                    x[rows, keep - 1] = m.token_embedding(ids[rows, index[rows]]).to(cast)
+                    valid[rows, keep - 1] = True
+                    index = torch.where(cut, torch.full_like(index, keep - 1), index)
+            at = 1 if sot_id is not None and bool((ids[:, 0] == sot_id).all()) else 0
+            tokens = prefix.to(device=x.device, dtype=x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :at], tokens, x[:, at:]], dim=1)
+            valid = torch.cat([valid[:, :at], torch.ones_like(valid[:, :n]), valid[:, at:]], dim=1)
+            if index is not None:
+                index = torch.where(index >= at, index + n, index)
+        x = x + m.positional_embedding[:length].to(cast)
+        mask = m.attn_mask
+        if mask is not None:
+            mask = mask[:length, :length].to(device=x.device, dtype=x.dtype)
+        if self.use_pad_mask:
+            pad = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(~valid, float("-inf"))
+            pad = pad[:, None, :].expand(-1, length, -1).repeat_interleave(m.heads, 0)
+            mask = pad if mask is None else mask.unsqueeze(0) + pad
+        x = m.ln_final(m.transformer(x, attn_mask=mask))
+        if index is not None:
+            pooled = x[torch.arange(x.shape[0], device=x.device), index]
+        else:
+            pooled = x[:, -1] if self.pool_type == "last" else x[:, 0]
+        proj = m.text_projection
+        if proj is None:
+            return pooled
+        return proj(pooled) if isinstance(proj, torch.nn.Module) else pooled @ proj
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    """Silence open_clip's root-logger warnings about random initialisation (asked for on purpose)."""
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            msg = record.getMessage()
+            return not ("initialized randomly" in msg or "no CLIP weights found" in msg)
+
+    root = logging.getLogger()
+    filt = _Drop()
+    root.addFilter(filt)
+    try:
+        yield
+    finally:
+        root.removeFilter(filt)
+
+
+def create_open_clip(
+    checkpoint: str | None = "ViT-L-14-336:openai",
+    *,
+    image_size: int | None = None,
+    model_config: dict | str | None = None,
+    precision: str = "fp32",
+    cache_dir: str | None = None,
+) -> OpenClipBackbone:
+    """Build an open_clip backbone (registered as ``"open_clip"``).
+
+    Args:
+        checkpoint: ``"ARCH:TAG"`` (pretrained tag or weights file), ``"ARCH"`` (random weights), or an open_clip
+            schema id (``"hf-hub:..."``, ``"local-dir:..."``). With ``model_config``: ``None`` or a name (random
+            weights) or a path to a weights file.
+        image_size: input size the position embeddings are resized to at load time (e.g. 518 for the
+            ``tipsomaly_clip`` recipe); default: the architecture's.
+        model_config: an open_clip model config dict (``{"embed_dim", "vision_cfg", "text_cfg", ...}``) to build
+            instead of a registered architecture, or ``"tiny"`` for :data:`TINY_CLIP_CONFIG` (tests).
+        precision: open_clip precision (``"fp32"``; the detector casts with its ``dtype``).
+        cache_dir: open_clip's download cache (default: its own).
+
+    Example:
+        >>> bb = create_open_clip("zsad-tiny", model_config="tiny", image_size=70)
+        >>> bb.default_image_size, bb.patch_size, bb.similarity
+        (70, 14, 'softmax')
+    """
+    open_clip = require("open_clip", "clip", "The 'open_clip' backbone (CLIP models)")
+    options: dict[str, Any] = {"precision": precision}
+    if image_size is not None:
+        if int(image_size) <= 0:
+            raise ConfigError(f"backbone.options.image_size must be a positive integer, got {image_size!r}.")
+        options["force_image_size"] = int(image_size)
+    if cache_dir is not None:
+        options["cache_dir"] = cache_dir
+    if model_config is not None:
+        return _from_config(open_clip, checkpoint, model_config, options)
+    if not checkpoint:
+        raise ConfigError(
+            "backbone.checkpoint is required for the 'open_clip' backbone: 'ARCH:TAG' such as 'ViT-L-14-336:openai' "
+            "(see open_clip.list_pretrained()), 'ARCH' for random weights, or pass backbone.options.model_config."
+        )
+    arch, tag = split_checkpoint(str(checkpoint))
+    if not arch.startswith(_SCHEMAS) and arch not in open_clip.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(f"Unknown open_clip architecture {arch!r} in backbone.checkpoint={checkpoint!r}.{hint}")
+    if tag is not None and not os.path.isfile(tag) and tag not in open_clip.list_pretrained_tags_by_model(arch):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "(none)"
+        raise ConfigError(f"open_clip has no pretrained tag {tag!r} for {arch}; known tags: {tags}.")
+    if tag is not None and not arch.startswith(_SCHEMAS):
+        # open_clip only warns when a tag was trained with QuickGELU (all OpenAI weights) but the architecture
+        # config says GELU; the features would then be wrong, so follow the tag
+        tag_cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+        if tag_cfg.get("quick_gelu", False) and not (open_clip.get_model_config(arch) or {}).get("quick_gelu", False):
+            options["force_quick_gelu"] = True
+    try:
+        if tag is None and not arch.startswith(_SCHEMAS):
+            with _quiet_random_init():
+                model = open_clip.create_model(arch, pretrained=None, **options)
+        else:
+            model = open_clip.create_model(arch, pretrained=tag, **options)
+    except RuntimeError as exc:
+        raise WeightsError(
+            f"Cannot load the open_clip model {checkpoint!r}: {exc}. Check your network, or download the weights "
+            "once and pass 'ARCH:/path/to/weights' as backbone.checkpoint."
+        ) from exc
+    return OpenClipBackbone(model.eval(), open_clip.get_tokenizer(arch), source=str(checkpoint))
+
+
+def _from_config(open_clip: Any, checkpoint: str | None, model_config: dict | str, options: dict) -> OpenClipBackbone:
+    if model_config == "tiny":
+        model_config = TINY_CLIP_CONFIG
+    if not isinstance(model_config, dict):
+        raise ConfigError(
+            f"backbone.options.model_config must be an open_clip model config dict or 'tiny', got {model_config!r}."
+        )
+    weights = None
+    if checkpoint:
+        arch, tag = split_checkpoint(str(checkpoint))
+        path = tag or arch
+        if os.path.isfile(path):
+            weights = path
+        elif tag is not None:
+            raise ConfigError(
+                f"backbone.checkpoint={checkpoint!r} names a pretrained tag, but backbone.options.model_config builds "
+                "its own architecture: pass a weights file path, a bare name (random weights), or drop model_config."
+            )
+    with tempfile.TemporaryDirectory(prefix="zsad-open-clip-") as folder:
+        (Path(folder) / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_config}))
+        try:
+            with _quiet_random_init():
+                model = open_clip.create_model(f"local-dir:{folder}", **options)
+            tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ConfigError(f"backbone.options.model_config is not a valid open_clip model config: {exc}") from exc
+    if weights is not None:
+        try:
+            open_clip.load_checkpoint(model, weights, strict=True)
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"The weights in {weights} do not fit backbone.options.model_config: {exc}") from exc
+    return OpenClipBackbone(model.eval(), tokenizer, source=str(checkpoint or "model_config"))
