@@ -102,3 +102,17 @@ det = zsad.Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_st
 assert det.predict(image, class_name="metal_nut").anomaly_map.shape == (40, 60)
 print("plugins: OK")
 EOF
+
+echo "== plugins: \`zsad plugins\` lists them with distribution, version and status"
+listing=$("$PY" -m zsad plugins)
+echo "$listing"
+for expected in "^example_mean_color +backbone +plugin +zsad-example-plugin +0\.1\.0 +ok$" \
+                "^max_patch +head +plugin +zsad-example-plugin +0\.1\.0 +ok$" \
+                "^broken_import +backbone +plugin +zsad-broken-plugin +0\.0\.1 +error: import failed"; do
+  if ! grep -qE -- "$expected" <<<"$listing"; then
+    echo "zsad plugins does not list: $expected" >&2
+    exit 1
+  fi
+done
+"$PY" -m zsad recipes | grep -q example_mean_color || { echo "zsad recipes does not list example_mean_color" >&2; exit 1; }
+echo "plugins: CLI OK"
