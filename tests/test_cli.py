@@ -112,3 +112,25 @@ def test_prompt_conversion(tmp_path):
 def test_module_entry_point_help():
     run = subprocess.run([sys.executable, "-m", "zsad", "predict", "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and "examples:" in run.stdout and "--class-name" in run.stdout
+
+
+def test_evaluate_and_train_commands(tmp_path, capsys):
+    data = str(FIXTURE / "dataset")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", data, "--out", str(out), "-q", *TINY]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert set(doc["classes"]) == {"metal_nut", "pipe_fryum"}
+    assert {"image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro", "pixel_f1_max"} <= set(doc["mean"])
+    assert (out / "scores.csv").is_file() and (out / "manifest.json").is_file()
+    run = tmp_path / "train"
+    tiny_train = [a if a != f"prompt_checkpoint={FIXTURE / 'learnable_params.pth'}" else "prompt_checkpoint=null" for a in TINY]
+    assert main(["train", "--data", data, "--out", str(run), "--epochs", "1", "--batch-size", "4", *tiny_train]) == 0
+    printed = capsys.readouterr().out
+    assert "prompts.safetensors" in printed
+    ckpt = run / "prompts.safetensors"
+    assert ckpt.is_file()
+    # the trained prompts are usable by predict
+    assert main(["predict", str(FIXTURE / "dataset" / "metal_nut" / "test" / "good"), "--out", str(tmp_path / "p"),
+                 "--no-overlays", "-q", *[a if not a.startswith("prompt_checkpoint=") else f"prompt_checkpoint={ckpt}" for a in TINY]]) == 0
+    assert main(["train", "--data", data, "--out", str(run), "--epochs", "1", *tiny_train]) == 2  # refuses to overwrite
+    assert "overwrite" in capsys.readouterr().err
