@@ -134,3 +134,25 @@ def test_evaluate_and_train_commands(tmp_path, capsys):
                  "--no-overlays", "-q", *[a if not a.startswith("prompt_checkpoint=") else f"prompt_checkpoint={ckpt}" for a in TINY]]) == 0
     assert main(["train", "--data", data, "--out", str(run), "--epochs", "1", *tiny_train]) == 2  # refuses to overwrite
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_download_failures_exit_non_zero_with_a_message(http_server, tmp_path, monkeypatch, capsys):
+    from http_server import unused_url
+
+    monkeypatch.setenv("ZSAD_WEIGHTS_URL", unused_url())
+    assert main(["weights", "download", "tips-v1-s14-hr", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zsad: error:") and "ZSAD_WEIGHTS_URL" in err
+    # a checksum mismatch: the mirror's index promises other bytes than it serves
+    for f in ("v1_0/checkpoints/pytorch/tips_oss_s14_highres_distilled_vision.npz",
+              "v1_0/checkpoints/pytorch/tips_oss_s14_highres_distilled_text.npz", "v1_0/checkpoints/tokenizer.model"):
+        http_server.put(f, b"real bytes")
+    http_server.write_index()
+    http_server.put("v1_0/checkpoints/pytorch/tips_oss_s14_highres_distilled_vision.npz", b"tampered!!")
+    monkeypatch.setenv("ZSAD_WEIGHTS_URL", http_server.url)
+    assert main(["weights", "download", "tips-v1-s14-hr", "-q"]) == 2
+    assert "sha256" in capsys.readouterr().err.lower()
+    from zsad.weights import cache_dir
+
+    folder = cache_dir() / "tips-v1-s14-hr"
+    assert not (folder / "vision.npz").exists() and not list(folder.glob("*.part"))

@@ -5,8 +5,9 @@ heads -> :class:`~zsad.results.AnomalyResult`.
 
 Example (a tiny random model; real recipes download weights on first use):
     >>> from zsad import Detector
-    >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None,
-    ...                            image_size=56, backbone_options={"random_arch": {}}, device="cpu")
+    >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed",
+    ...                            prompt_checkpoint=None, image_size=56, backbone_options={"random_arch": {}},
+    ...                            device="cpu")
     >>> import numpy as np
     >>> r = det.predict(np.zeros((40, 60, 3), np.uint8), class_name="metal_nut")
     >>> r.anomaly_map.shape, sorted(r.scores)
