@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zsad import __version__
+from zsad._files import atomic_path, write_text
 from zsad.errors import ZsadError
 
 __all__ = ["main", "parse_set"]
@@ -71,7 +72,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"path": r.image_path, "class": r.class_name, "score": r.pred_score, **r.scores} for r in results]
     _write_csv(out / "scores.csv", rows)
-    _write_text(out / "scores.json", json.dumps({"recipe": det.config.name, "image_score": det.config.heads.image_score,
+    write_text(out / "scores.json", json.dumps({"recipe": det.config.name, "image_score": det.config.heads.image_score,
                                                  "results": [r.to_dict() for r in results]}, indent=2))
     if args.overlays:
         from zsad.viz import save_overlays
@@ -259,19 +260,11 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -115,11 +115,9 @@ class DetectorConfig(_Frozen):
     # -- persistence ---------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the config as JSON (atomically)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        from zsad._files import write_text
+
+        return write_text(path, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "DetectorConfig":

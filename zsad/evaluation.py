@@ -96,6 +96,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zsad._files import atomic_path, write_text
 from zsad.errors import ConfigError, DatasetError, MetricError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -353,33 +354,13 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str
     return "\n".join([line(list(headers)), line(["-" * w for w in widths]), *(line(c) for c in cells)])
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_text(path: Path, text: str) -> Path:
-    return _atomic_bytes(path, text.encode("utf-8"))
-
-
 def _atomic_json(path: Path, data: Any) -> Path:
-    return _atomic_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 def _atomic_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
     return path
 
 
@@ -1012,13 +993,13 @@ def _evaluate_dataset(
                                settings, notes=list(ds.notes))
     metrics_doc = report.to_dict()
     _atomic_json(out / "metrics.json", metrics_doc)
-    _atomic_text(out / "metrics.md", _markdown(report))
+    write_text(out / "metrics.md", _markdown(report))
     csv_rows = [{"class": c, **ce.images, **ce.metrics} for c, ce in results.items()]
     csv_rows.append({"class": "Mean", **mean})
-    _atomic_text(out / "metrics.csv", _csv_text(["class", "total", "normal", "anomalous", "with_mask", *METRIC_KEYS],
+    write_text(out / "metrics.csv", _csv_text(["class", "total", "normal", "anomalous", "with_mask", *METRIC_KEYS],
                                                 csv_rows))
     score_cols = ["path", "class", "label", "score", *heads, "specie"]
-    _atomic_text(out / "scores.csv", _csv_text(score_cols, [r for ce in results.values() for r in ce.rows]))
+    write_text(out / "scores.csv", _csv_text(score_cols, [r for ce in results.values() for r in ce.rows]))
     manifest.update(
         status="complete",
         finished_at=_now(),
@@ -1192,6 +1173,6 @@ def _write_summary(out: Path, reports: Mapping[str, DatasetEvaluation]) -> None:
     }
     _atomic_json(out / "summary.json", doc)
     report = EvaluationReport(out, dict(reports))
-    _atomic_text(out / "summary.md", "# Summary (mean over classes, x100)\n\n" + report.table("markdown") + "\n")
+    write_text(out / "summary.md", "# Summary (mean over classes, x100)\n\n" + report.table("markdown") + "\n")
     rows = [{"dataset": name, **r.mean} for name, r in reports.items()]
-    _atomic_text(out / "summary.csv", _csv_text(["dataset", *METRIC_KEYS], rows))
+    write_text(out / "summary.csv", _csv_text(["dataset", *METRIC_KEYS], rows))

@@ -101,14 +101,13 @@ def save_prompt_checkpoint(path: str | Path, t_n: torch.Tensor, t_a: torch.Tenso
     """Write ``T_n``/``T_a`` to a zsad ``.safetensors`` file atomically; metadata values are JSON-encoded."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from zsad._files import atomic_path
+
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"T_n": t_n.detach().float().cpu().contiguous(), "T_a": t_a.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
-    tmp.chmod(0o644)
-    tmp.replace(path)
-    return path
+    tensors = {"T_n": t_n.detach().float().cpu().contiguous(), "T_a": t_a.detach().float().cpu().contiguous()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
 
 
 def convert_official_checkpoint(src: str | Path, dest: str | Path, **metadata: str) -> Path:

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from zsad._files import atomic_path, write_json
+
 __all__ = ["MemoryFeatureStore", "DiskFeatureCache", "feature_cache_key", "weights_digest", "file_stamp"]
 
 
@@ -174,9 +176,7 @@ class DiskFeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         key_file = self.folder / "key.json"
         if not key_file.is_file():
-            tmp = key_file.with_name(f"key.json.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(key, indent=2, sort_keys=True, default=str) + "\n")
-            tmp.replace(key_file)
+            write_json(key_file, key, sort_keys=True, default=str)
         self._warned = False
         self.hits = 0
         self.misses = 0
@@ -225,8 +225,6 @@ class DiskFeatureCache:
         """Write the features of ``item`` atomically."""
         from safetensors.torch import save_file
 
-        path = self._path(item)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         meta = {"item": item, "stamp": json.dumps(stamp), "grid": json.dumps(list(grid))}
-        save_file({"patches": patches.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
-        tmp.replace(path)
+        with atomic_path(self._path(item)) as tmp:
+            save_file({"patches": patches.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)

@@ -39,11 +39,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from zsad._files import write_text
 from zsad.errors import CheckpointError, ConfigError, DatasetError
 from zsad.training.cache import DiskFeatureCache, MemoryFeatureStore, feature_cache_key, file_stamp
 from zsad.training.losses import LOSS_NAMES, SegmentationLoss
 from zsad.training.state import (
-    atomic_write_text,
     optimizer_from_state,
     optimizer_to_state,
     read_train_state,
@@ -460,7 +460,7 @@ def train_prompts(
             updated_at=_now(),
             seconds=round(time.perf_counter() - started, 3),
         )
-        atomic_write_text(out / RECORD_FILE, json.dumps(_json_safe(record), indent=2) + "\n")
+        write_text(out / RECORD_FILE, json.dumps(_json_safe(record), indent=2) + "\n", durable=True)
 
     # -- features (once per image, no-grad) and masks ----------------------------------------------------------------
     n = len(samples)

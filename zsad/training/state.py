@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zsad._files import atomic_path
 from zsad.errors import CheckpointError
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "optimizer_from_state",
     "rng_to_state",
     "rng_from_state",
-    "atomic_write_text",
 ]
 
 TRAIN_STATE_FORMAT = "zsad-train-state"
@@ -57,36 +57,6 @@ def _checksum(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
     return h.hexdigest()
 
 
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    try:  # make the rename itself durable where the platform allows it
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - e.g. Windows
-        pass
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (temporary file, fsync, rename).
-
-    Example:
-        >>> import tempfile
-        >>> p = atomic_write_text(Path(tempfile.mkdtemp()) / "a.json", "{}"); p.read_text()
-        '{}'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    _fsync_replace(tmp, path)
-    return path
-
-
 def write_train_state(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write tensors and JSON-ready metadata to ``path`` atomically, with a checksum; returns the path.
 
@@ -96,17 +66,14 @@ def write_train_state(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta_json = json.dumps(meta, sort_keys=True)
     header = {"format": TRAIN_STATE_FORMAT, "meta": meta_json, "checksum": _checksum(cpu, meta_json)}
     for key in ("prompt_list", "n_tokens", "class_word"):
         if key in meta:
             header[key] = str(meta[key])
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(cpu, str(tmp), metadata=header)
-    tmp.chmod(0o644)
-    _fsync_replace(tmp, path)
+    with atomic_path(path, durable=True) as tmp:
+        save_file(cpu, str(tmp), metadata=header)
     return path
 
 
