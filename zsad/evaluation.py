@@ -68,11 +68,11 @@ mode, ``undefined``, dtype, dataset and checkpoint hashes) matches; otherwise it
 Memory: per class the maps are kept as float32 at the evaluation resolution (150 images at 518x518 are ~160 MB)
 and the masks as uint8; datasets without masks keep no maps unless maps or overlays are saved.
 
-Example (downloads the Tipsomaly weights on first use):
-    >>> report = evaluate("tipsomaly", "data/mvtec", "runs/mvtec")  # doctest: +SKIP
-    >>> report.mean["pixel_aupro"], report.counts["image_auroc"]  # doctest: +SKIP
-    (0.87, 15)
-    >>> print(report.table())  # doctest: +SKIP
+Typical use (downloads the Tipsomaly weights on first use; MVTec-AD is evaluated with the VisA-trained prompts)::
+
+    report = evaluate("tipsomaly", "data/mvtec", "runs/mvtec", overrides={"prompt_checkpoint": "tipsomaly-visa"})
+    print(report.table())            # per-class and mean table, x100
+    report.mean["pixel_aupro"]       # fraction in [0, 1]; also in runs/mvtec/metrics.json
 """
 
 from __future__ import annotations
@@ -1092,9 +1092,15 @@ def evaluate(
         MetricError: the model produced NaN/inf for some images (named).
         ConfigError: bad arguments or overrides, or ``out`` holds results of a different configuration.
 
-    Example:
-        >>> report = evaluate("tipsomaly", "data/mvtec", "runs/mvtec", aupro="legacy", undefined="zero")  # doctest: +SKIP
-        >>> print(report.table())  # doctest: +SKIP
+    Example (the tiny random-weight TIPS model and 6-image dataset of zsad's test fixtures):
+        >>> import tempfile, zsad
+        >>> from pathlib import Path
+        >>> fx = Path(zsad.__file__).resolve().parents[1] / "tests" / "fixtures" / "tipsomaly-parity"
+        >>> report = evaluate("tipsomaly", fx / "dataset", tempfile.mkdtemp(), progress=False, aupro="legacy",
+        ...                   overrides={"backbone_checkpoint": str(fx), "image_size": 56,
+        ...                              "prompt_checkpoint": str(fx / "learnable_params.pth")}, device="cpu")
+        >>> sorted(report.classes), sorted(report.mean)[:3]
+        (['metal_nut', 'pipe_fryum'], ['image_ap', 'image_auroc', 'image_f1_max'])
     """
     from zsad.components import get_recipe
 

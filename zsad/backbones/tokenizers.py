@@ -29,9 +29,12 @@ class SentencePieceTokenizer:
     """The TIPS tokenizer: ASCII-lowercase, SentencePiece without BOS/EOS, truncate/pad with 0 to 64.
 
     Example:
-        >>> tok = SentencePieceTokenizer("tests/fixtures/tipsomaly-parity/tokenizer.model")  # doctest: +SKIP
-        >>> tok(["a photo of a metal nut."]).shape  # doctest: +SKIP
-        torch.Size([1, 64])
+        >>> import zsad
+        >>> from pathlib import Path
+        >>> fx = Path(zsad.__file__).resolve().parents[1] / "tests" / "fixtures" / "tipsomaly-parity"
+        >>> ids = SentencePieceTokenizer(fx / "tokenizer.model")(["A photo of a metal nut."])
+        >>> ids.shape, int((ids != 0).sum()) > 0, bool((ids[0, -1] == 0))
+        (torch.Size([1, 64]), True, True)
     """
 
     def __init__(self, path: str | Path, max_len: int = MAX_TEXT_LEN) -> None:
