@@ -129,3 +129,13 @@ def test_build_errors(tmp_path):
 
 def test_repr_names_the_parts(det):
     assert "tipsomaly" in repr(det) and "S5" in repr(det)
+
+
+def test_parallel_loading_keeps_input_order(det):
+    imgs = [np.full((20 + i, 30 + i, 3), 10 * i, np.uint8) for i in range(11)]
+    chunks = list(det.iter_batches(imgs, batch_size=4, workers=3))
+    assert [len(c) for c, _ in chunks] == [4, 4, 3]
+    sizes = [hw for _, b in chunks for hw in b.original_sizes]
+    assert sizes == [(20 + i, 30 + i) for i in range(11)]
+    results = det.predict(imgs, batch_size=4)
+    assert [r.original_size for r in results] == sizes

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence, overload
+from typing import Any, Iterable, Iterator, Literal, Sequence, overload
 
 import numpy as np
 import torch
@@ -197,7 +197,7 @@ class Detector:
                 stacklevel=3,
             )
 
-    def preprocess(self, inputs: Sequence[ImageInput]):
+    def preprocess(self, inputs: Sequence[ImageInput], executor: Executor | None = None):
         """Load and preprocess inputs into a :class:`zsad.io.PreparedBatch` for this detector's backbone."""
         pre = self.config.preprocess
         spec = self.backbone.preprocessing
@@ -209,7 +209,30 @@ class Detector:
             std=spec.std,
             exif_transpose=pre.exif_transpose,
             high_bit_depth=pre.high_bit_depth,
+            executor=executor,
         )
+
+    def iter_batches(
+        self, inputs: Sequence[ImageInput], batch_size: int | None = None, *, workers: int | None = None
+    ) -> Iterator[tuple[list[ImageInput], Any]]:
+        """Yield ``(chunk, PreparedBatch)`` pairs of at most ``batch_size`` inputs, loading ahead.
+
+        The next chunk is decoded while the caller works on the current one (e.g. runs the model), and the images
+        of a chunk are decoded in parallel by ``workers`` threads (default: up to 8, one per CPU core).
+        """
+        items = list(inputs)
+        size = batch_size or self.config.batch_size
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        if not chunks:
+            return
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=1) as ahead, ThreadPoolExecutor(max_workers=workers) as decode:
+            pending = ahead.submit(self.preprocess, chunks[0], decode)
+            for index, chunk in enumerate(chunks):
+                batch = pending.result()
+                if index + 1 < len(chunks):
+                    pending = ahead.submit(self.preprocess, chunks[index + 1], decode)
+                yield chunk, batch
 
     @overload
     def predict(self, inputs: Sequence[ImageInput], class_name: str | Sequence[str] = ..., **kw: Any) -> list[AnomalyResult]: ...
@@ -245,22 +268,13 @@ class Detector:
         items = [inputs] if single or isinstance(inputs, torch.Tensor) else list(inputs)
         if not items:
             raise ImageError("predict() got an empty list of inputs; pass at least one image.")
-        batch_size = batch_size or self.config.batch_size
-        chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
         names = self._class_names(class_name, items)
         results: list[AnomalyResult] = []
         from tqdm.auto import tqdm
 
-        show = progress if progress is not None else len(chunks) > 1
-        # images of the next chunk are decoded in a background thread while the model runs on the current one
-        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode(), tqdm(
-            total=len(items), disable=not show, unit="img", desc="zsad predict"
-        ) as bar:
-            pending = pool.submit(self.preprocess, chunks[0])
-            for index, chunk in enumerate(chunks):
-                batch = pending.result()
-                if index + 1 < len(chunks):
-                    pending = pool.submit(self.preprocess, chunks[index + 1])
+        show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
+        with torch.inference_mode(), tqdm(total=len(items), disable=not show, unit="img", desc="zsad predict") as bar:
+            for chunk, batch in self.iter_batches(items, batch_size):
                 n = len(batch.original_sizes)
                 chunk_names = names[len(results) : len(results) + n]
                 out = self.score_pixels(batch.pixels, chunk_names)

@@ -690,22 +690,6 @@ def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
     return notes
 
 
-def _batches(det: Detector, paths: list[str], batch_size: int):
-    """Preprocessed batches, the next one loaded in a background thread while the current one is scored."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-    if not chunks:
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(det.preprocess, chunks[0])
-        for i in range(len(chunks)):
-            batch = future.result()
-            if i + 1 < len(chunks):
-                future = pool.submit(det.preprocess, chunks[i + 1])
-            yield chunks[i], batch
-
-
 def _evaluate_class(
     det: Detector, ds: AnomalyDataset, cls: str, run: _Run, out: Path, dataset_label: str
 ) -> ClassEvaluation:
@@ -740,7 +724,7 @@ def _evaluate_class(
         warnings.simplefilter("always")
         bar = tqdm(total=n, desc=f"{dataset_label}/{cls}", unit="img", disable=not run.progress, leave=False)
         with torch.inference_mode(), bar:
-            for chunk, batch in _batches(det, [str(s.img_path) for s in samples], batch_size):
+            for chunk, batch in det.iter_batches([str(s.img_path) for s in samples], batch_size):
                 k = len(chunk)
                 out_scores = det.score_pixels(batch.pixels, [cls] * k)
                 maps_t = out_scores.maps.float()

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -180,22 +181,24 @@ def prepare_batch(
     std=None,
     exif_transpose: bool = False,
     high_bit_depth: Literal["error", "scale", "clip"] = "error",
+    executor: Executor | None = None,
 ) -> PreparedBatch:
-    """Load and preprocess a list of inputs (tensors may carry several images) into one batch."""
+    """Load and preprocess a list of inputs (tensors may carry several images) into one batch.
+
+    With an ``executor`` (e.g. a thread pool) the images are decoded and resized in parallel; Pillow releases the
+    GIL while it works, so threads help. The order of the batch is the order of ``inputs``.
+    """
     import torch
 
-    pixels, sizes, paths = [], [], []
-    for item in inputs:
+    def one(item: Any) -> list[tuple[Any, tuple[int, int], str | None]]:
         if isinstance(item, torch.Tensor):
-            for p, hw in _tensor_items(item, size, mean, std):
-                pixels.append(p)
-                sizes.append(hw)
-                paths.append(None)
-            continue
+            return [(p, hw, None) for p, hw in _tensor_items(item, size, mean, std)]
         image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)
-        pixels.append(prepare(image, size, resample, mean, std))
-        sizes.append((image.height, image.width))
-        paths.append(str(item) if isinstance(item, (str, os.PathLike)) else None)
-    if not pixels:
+        path = str(item) if isinstance(item, (str, os.PathLike)) else None
+        return [(prepare(image, size, resample, mean, std), (image.height, image.width), path)]
+
+    parts = list(executor.map(one, inputs)) if executor is not None and len(inputs) > 1 else [one(x) for x in inputs]
+    rows = [row for part in parts for row in part]
+    if not rows:
         raise ImageError("No images to process: the input list is empty.")
-    return PreparedBatch(torch.stack(pixels), sizes, paths)
+    return PreparedBatch(torch.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows])
