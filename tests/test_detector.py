@@ -112,6 +112,11 @@ def test_untrained_learnable_prompts_warn():
 
 
 def test_build_errors(tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE), image_size=56, device="cuda")
+    with pytest.raises(ConfigError, match="dtype must be one of"):
+        Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE), image_size=56, device="cpu", dtype="float8")
     with pytest.raises(ConfigError, match="multiple of the patch size"):
         Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE), image_size=500, device="cpu")
     with pytest.raises(ConfigError, match="1024 wide but the backbone's text tower takes 64"):

@@ -77,6 +77,11 @@ class Detector:
     ) -> None:
         self.config = config
         self.device = torch.device(device or _default_device())
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={str(device)!r} was requested but PyTorch sees no CUDA device (torch {torch.__version__}); "
+                "use device='cpu', or install a CUDA build of PyTorch on a machine with an NVIDIA GPU."
+            )
         self.dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else (dtype or torch.float32)
         if not isinstance(self.dtype, torch.dtype):
             raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
