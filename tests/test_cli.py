@@ -36,7 +36,7 @@ def test_predict_folder_writes_scores_overlays_maps(images, tmp_path, capsys):
     assert main(["predict", str(images), "--class-name", "screw", "--out", str(out), "--save-maps", *TINY]) == 0
     doc = json.loads((out / "scores.json").read_text())
     assert len(doc["results"]) == 3 and doc["image_score"] == "S5"
-    assert (out / "scores.csv").read_text().splitlines()[0] == "path,class,score,S1,S2,S3,S4,S5"
+    assert (out / "scores.csv").read_text().splitlines()[0] == "path,class,score,S1,S2,S3,S4,S5,output_name"
     assert len(list((out / "overlays").glob("*.png"))) == 3
     assert np.load(out / "maps" / "a.npy").shape == (40, 50)
     assert "a.png" in capsys.readouterr().out
@@ -156,3 +156,18 @@ def test_download_failures_exit_non_zero_with_a_message(http_server, tmp_path, m
 
     folder = cache_dir() / "tips-v1-s14-hr"
     assert not (folder / "vision.npz").exists() and not list(folder.glob("*.part"))
+
+
+def test_outputs_of_images_sharing_a_name_do_not_collide(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for sub, shape in (("good", (40, 60)), ("crack", (30, 50))):
+        (tmp_path / "imgs" / sub).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(tmp_path / "imgs" / sub / "000.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "imgs"), "--out", str(out), "--save-maps", "-q", *TINY]) == 0
+    assert np.load(out / "maps" / "good__000.npy").shape == (40, 60)
+    assert np.load(out / "maps" / "crack__000.npy").shape == (30, 50)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["crack__000.png", "good__000.png"]
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path / "imgs"), "--batch-size", "-1", *TINY])
+    assert "must be at least 1" in capsys.readouterr().err

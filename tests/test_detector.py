@@ -144,3 +144,44 @@ def test_parallel_loading_keeps_input_order(det):
     assert sizes == [(20 + i, 30 + i) for i in range(11)]
     results = det.predict(imgs, batch_size=4)
     assert [r.original_size for r in results] == sizes
+
+
+def test_same_lazy_pil_image_twice_in_a_batch(det, tmp_path):
+    path = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)).save(path)
+    im = Image.open(path)  # lazily opened: decoded once, before the parallel resize
+    results = det.predict([im] * 8, class_name="x", batch_size=8)
+    assert len(results) == 8 and all(r.original_size == (600, 600) for r in results)
+    data = path.read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        det.predict(Image.open(tmp_path / "trunc.png"))
+
+
+def test_batch_size_must_be_positive(det):
+    with pytest.raises(ConfigError, match="batch_size"):
+        det.predict(np.zeros((20, 20, 3), np.uint8), batch_size=-1)
+    with pytest.raises(ConfigError, match="batch_size"):
+        list(det.iter_batches([np.zeros((20, 20, 3), np.uint8)], batch_size=0))
+
+
+def test_prompts_built_or_replaced_under_inference_mode():
+    with torch.inference_mode():
+        d = Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE),
+                                 prompt_checkpoint=str(FIXTURE / "learnable_params.pth"), image_size=56, device="cpu")
+        before = d.prototypes(["x"], "local").clone()
+        d.prompts.learned.load(FIXTURE / "learnable_params.npz")
+    x = np.zeros((20, 20, 3), np.uint8)
+    d.predict(x)
+    torch.testing.assert_close(d.prototypes(["x"], "local"), before)
+    t_n, t_a = d.prompts.learned.tokens()
+    d.prompts.learned._set(t_n * 2, t_a)  # replacing the tensors invalidates the cache, even at reused addresses
+    assert not torch.equal(d.prototypes(["x"], "local"), before)
+
+
+def test_save_keeps_untrained_prompts_marked_untrained(tmp_path):
+    d = Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE), prompt_checkpoint=None, image_size=56, device="cpu")
+    d.save(tmp_path / "s")
+    assert not (tmp_path / "s" / "prompts.safetensors").exists()
+    loaded = Detector.load(tmp_path / "s", device="cpu")
+    assert loaded.prompts.learned.trained is False

@@ -44,6 +44,16 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _sub(subparsers, name: str, help: str, examples: str, description: str | None = None) -> argparse.ArgumentParser:
     return subparsers.add_parser(
         name, help=help, description=description or help, epilog="examples:\n" + examples, formatter_class=_Formatter
@@ -70,20 +80,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           map_size="original", progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [{"path": r.image_path, "class": r.class_name, "score": r.pred_score, **r.scores} for r in results]
+    from zsad.viz import output_stems
+
+    stems = output_stems([r.image_path for r in results])
+    rows = [{"path": r.image_path, "class": r.class_name, "score": r.pred_score, **r.scores, "output_name": stem}
+            for r, stem in zip(results, stems)]
     _write_csv(out / "scores.csv", rows)
     write_text(out / "scores.json", json.dumps({"recipe": det.config.name, "image_score": det.config.heads.image_score,
                                                  "results": [r.to_dict() for r in results]}, indent=2))
     if args.overlays:
         from zsad.viz import save_overlays
 
-        save_overlays(results, [r.image_path for r in results], out / "overlays")
+        save_overlays(results, [r.image_path for r in results], out / "overlays", names=stems)
     if args.save_maps:
         import numpy as np
 
         (out / "maps").mkdir(exist_ok=True)
-        for r in results:
-            np.save(out / "maps" / f"{Path(r.image_path).stem}.npy", r.anomaly_map)
+        for r, stem in zip(results, stems):
+            np.save(out / "maps" / f"{stem}.npy", r.anomaly_map)
     if not args.quiet:
         width = max(len(Path(r.image_path).name) for r in results)
         print(f"{'image':{width}s}  {det.config.heads.image_score:>7s}")
@@ -287,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-name", default="object", help="object class used in the prompts (default: object)")
     _add_recipe_args(p)
     p.add_argument("--out", default="zsad-predictions", help="output folder (default: zsad-predictions)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the recipe's)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="images per forward pass (default: the recipe's)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="do not write overlay images")
     p.add_argument("--save-maps", action="store_true", help="also write each anomaly map as .npy")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
@@ -306,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--undefined", choices=["nan", "zero"], default="nan",
                    help="undefined metrics: n/a, excluded from means (default) or 0 as the official code")
     p.add_argument("--classes", nargs="+", default=None, help="only these classes")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--save-maps", action="store_true", help="write anomaly maps")
     p.add_argument("--save-overlays", action="store_true", help="write overlay images (class-wide colour scale)")
     p.add_argument("--no-resume", action="store_true", help="recompute classes finished by an earlier run")
@@ -320,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.add_argument("--data", required=True, help="dataset folder or meta.json with masks (its test split is used)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, record)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=_positive_int, default=2)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=111)
     p.add_argument("--resume", default=None, help="resume from a training checkpoint")

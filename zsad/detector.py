@@ -64,7 +64,8 @@ class Detector:
         config: the complete configuration (a recipe).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... (default: CUDA when available).
         dtype: backbone precision, ``"float32"`` (default) or ``"bfloat16"``; scoring is always fp32.
-        backbone: an already built backbone to use instead of ``config.backbone`` (e.g. shared between detectors).
+        backbone: an already built backbone to use instead of ``config.backbone`` (e.g. shared between detectors);
+            it is moved to ``device``/``dtype`` in place and frozen.
     """
 
     def __init__(
@@ -140,7 +141,7 @@ class Detector:
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config
         learned = getattr(self.prompts, "learned", self.prompts)
-        if hasattr(learned, "save") and getattr(learned, "T_n", None) is not None:
+        if hasattr(learned, "save") and getattr(learned, "T_n", None) is not None and getattr(learned, "trained", True):
             learned.save(folder / "prompts.safetensors")
             config = config.with_overrides(prompt_checkpoint="prompts.safetensors")
         config.save(folder / "config.json")
@@ -226,7 +227,9 @@ class Detector:
         of a chunk are decoded in parallel by ``workers`` threads (default: up to 8, one per CPU core).
         """
         items = list(inputs)
-        size = batch_size or self.config.batch_size
+        size = self.config.batch_size if batch_size is None else batch_size
+        if not isinstance(size, int) or size < 1:
+            raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
         if not chunks:
             return
@@ -278,6 +281,8 @@ class Detector:
         from tqdm.auto import tqdm
 
         show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
         with torch.inference_mode(), tqdm(total=len(items), disable=not show, unit="img", desc="zsad predict") as bar:
             for chunk, batch in self.iter_batches(items, batch_size):
                 n = len(batch.original_sizes)

@@ -68,6 +68,7 @@ def load_image(
                 "image format Pillow supports; re-export it (e.g. as PNG)."
             ) from exc
     elif isinstance(source, Image.Image):
+        _decode(source)
         image = ImageOps.exif_transpose(source) if exif_transpose else source
     elif isinstance(source, np.ndarray):
         image = _from_array(source)
@@ -77,6 +78,17 @@ def load_image(
             "array or a 3xHxW / Bx3xHxW float tensor in [0, 1]."
         )
     return _to_rgb(image, _describe(source), high_bit_depth)
+
+
+def _decode(image: Image.Image) -> None:
+    """Decode a (possibly lazily opened) PIL image now, turning decoder failures into :class:`ImageError`."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(
+            f"Cannot decode the PIL image {getattr(image, 'filename', '') or '(in memory)'}: "
+            f"{type(exc).__name__}: {exc}. The data is corrupt or truncated; re-export the image."
+        ) from exc
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -197,6 +209,9 @@ def prepare_batch(
         path = str(item) if isinstance(item, (str, os.PathLike)) else None
         return [(prepare(image, size, resample, mean, std), (image.height, image.width), path)]
 
+    for item in inputs:  # decode PIL images here: one lazily opened image must not be read by two threads at once
+        if isinstance(item, Image.Image):
+            _decode(item)
     parts = list(executor.map(one, inputs)) if executor is not None and len(inputs) > 1 else [one(x) for x in inputs]
     rows = [row for part in parts for row in part]
     if not rows:

@@ -265,6 +265,24 @@ def _atomic_save_png(img: Image.Image, path: Path) -> Path:
     return path
 
 
+def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """File stems for per-image outputs: the image stems, or, when two images share a stem, their paths relative
+    to the inputs' common folder joined with ``__`` (``good/000.png``, ``crack/000.png`` -> ``good__000``,
+    ``crack__000``).
+
+    Example:
+        >>> output_stems(["d/good/000.png", "d/crack/000.png", "d/crack/001.png"])
+        ['good__000', 'crack__000', 'crack__001']
+        >>> output_stems(["x/a.png", "y/b.png"])
+        ['a', 'b']
+    """
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return [_safe_name(s) for s in stems]
+    root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
+    return [_safe_name("__".join(Path(p).resolve().relative_to(root).with_suffix("").parts)) for p in paths]
+
+
 def save_overlays(
     results_or_maps: Sequence[Any],
     images: Sequence[Any] | None,

@@ -44,7 +44,14 @@ class PromptStrategy(nn.Module, abc.ABC):
     def cache_token(self, kind: str) -> Hashable:
         """A key that changes whenever the ``kind`` ("global" or "local") prototypes would change.
 
-        The detector caches prototypes per (class, token); in-place parameter updates (optimiser steps) bump
-        ``Parameter._version`` and so invalidate the cache automatically.
+        The detector caches prototypes per (class, token). The key holds a generation counter that
+        :meth:`invalidate` bumps (strategies call it when they replace their tensors) and each parameter's version
+        counter, which in-place updates such as optimiser steps bump. Edits through ``param.data`` bypass both:
+        call :meth:`invalidate` (or ``Detector.clear_cache()``) after them.
         """
-        return (id(self), kind, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        versions = tuple(-1 if p.is_inference() else p._version for p in self.parameters())
+        return (id(self), kind, getattr(self, "_generation", 0), versions)
+
+    def invalidate(self) -> None:
+        """Mark every cached prototype of this strategy as stale."""
+        self._generation = getattr(self, "_generation", 0) + 1

@@ -86,8 +86,10 @@ class LearnablePrompts(PromptStrategy):
         self.checkpoint = source
 
     def _set(self, t_n: torch.Tensor, t_a: torch.Tensor) -> None:
-        self.T_n = nn.Parameter(t_n.detach().clone().float())
-        self.T_a = nn.Parameter(t_a.detach().clone().float())
+        with torch.inference_mode(False):  # trainable even when built inside an inference_mode block
+            self.T_n = nn.Parameter(t_n.detach().clone().float())
+            self.T_a = nn.Parameter(t_a.detach().clone().float())
+        self.invalidate()
 
     def _init_random(self, width: int) -> None:
         gen = torch.Generator().manual_seed(self.seed)
