@@ -291,6 +291,7 @@ def _stream(url: str, part: Path, start: int, size: int | None, progress: bool, 
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not start:
             raise
+        exc.close()
         part.unlink()  # "range not satisfiable": the partial file is not a prefix of this file
         start = 0
         resp = _open_url(url)
