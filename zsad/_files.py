@@ -13,14 +13,16 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_json"]
+__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "sha256_file", "safe_filename"]
 
 
 def _fsync(path: Path) -> None:
@@ -78,3 +80,22 @@ def write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> 
 def write_json(path: str | os.PathLike, data: Any, *, durable: bool = False, **dumps: Any) -> Path:
     """Write *data* as indented JSON (plus a newline) to *path* atomically."""
     return write_text(path, json.dumps(data, indent=2, **dumps) + "\n", durable=durable)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def safe_filename(name: str, fallback: str = "item") -> str:
+    """*name* usable as a file name on every platform: runs of characters other than ``A-Za-z0-9._-`` become ``_``.
+
+    Example:
+        >>> safe_filename("a/b c"), safe_filename("..", "class")
+        ('a_b_c', 'class')
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip(".") or fallback

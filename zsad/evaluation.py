@@ -84,7 +84,6 @@ import json
 import math
 import os
 import platform
-import re
 import sys
 import time
 import warnings
@@ -96,7 +95,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zsad._files import atomic_path, write_text
+from zsad._files import atomic_path, safe_filename, sha256_file, write_text
 from zsad.errors import ConfigError, DatasetError, MetricError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -373,22 +372,13 @@ def _csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sha256_json(data: Any) -> str:
     return hashlib.sha256(json.dumps(_jsonable(data), sort_keys=True).encode()).hexdigest()
 
 
 def _safe_name(name: str) -> str:
     """A file name for a class key (``/`` and other odd characters -> ``_``)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip(".")
-    return safe or "class"
+    return safe_filename(name, "class")
 
 
 def _now() -> str:
@@ -439,7 +429,7 @@ def _folder_hashes(folder: Path) -> dict[str, str]:
         p for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and not p.name.endswith((".lock", ".part", ".tmp"))
     )
-    return {p.name: _sha256_file(p) for p in files}
+    return {p.name: sha256_file(p) for p in files}
 
 
 def _backbone_folder(spec: str | None, source: str | None = None) -> Path | None:
@@ -472,7 +462,7 @@ def _checkpoint_info(config: DetectorConfig, backbone_source: str | None = None)
 
         p = Path(BUILTIN_PROMPTS.get(str(config.prompts.checkpoint), Path(config.prompts.checkpoint).expanduser()))
         if p.is_file():
-            prompts.update(file=str(p.resolve()), sha256=_sha256_file(p))
+            prompts.update(file=str(p.resolve()), sha256=sha256_file(p))
     return {"backbone": backbone, "prompts": prompts}
 
 
@@ -487,7 +477,7 @@ def _dataset_fingerprint(ds: AnomalyDataset) -> dict[str, Any]:
         "path": str(Path(ds.source or ds.root).resolve()),
         "split": ds.split,
         "description": str(source) if source else None,
-        "description_sha256": _sha256_file(Path(source)) if source else None,
+        "description_sha256": sha256_file(Path(source)) if source else None,
         "samples_sha256": _sha256_json(listing),
     }
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from zsad._files import atomic_path
+from zsad._files import atomic_path, safe_filename
 from zsad.errors import ConfigError
 
 __all__ = [
@@ -254,11 +254,6 @@ def _name_of(item: Any, index: int) -> str:
     return f"{index:04d}"
 
 
-def _safe_name(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return keep.strip(".") or "item"
-
-
 def _atomic_save_png(img: Image.Image, path: Path) -> Path:
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
@@ -278,9 +273,9 @@ def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
     """
     stems = [Path(p).stem for p in paths]
     if len(set(stems)) == len(stems):
-        return [_safe_name(s) for s in stems]
+        return [safe_filename(s) for s in stems]
     root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
-    return [_safe_name("__".join(Path(p).resolve().relative_to(root).with_suffix("").parts)) for p in paths]
+    return [safe_filename("__".join(Path(p).resolve().relative_to(root).with_suffix("").parts)) for p in paths]
 
 
 def save_overlays(
@@ -329,7 +324,7 @@ def save_overlays(
     seen: dict[str, int] = {}
     written = []
     for i, (amap, image) in enumerate(zip(maps, images)):
-        stem = _safe_name(names[i] if names is not None else _name_of(image if image is not None else items[i], i))
+        stem = safe_filename(names[i] if names is not None else _name_of(image if image is not None else items[i], i))
         if stem in seen:
             seen[stem] += 1
             stem = f"{stem}_{seen[stem]}"

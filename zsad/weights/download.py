@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import http.client
 import logging
 import os
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from zsad._files import sha256_file
 from zsad.errors import DownloadError
 from zsad.weights.table import GCS_PREFIX, INDEX_NAME, get_checkpoint
 
@@ -150,14 +150,6 @@ def _disk_full(dest: Path, part: Path, exc: OSError) -> DownloadError:
     )
 
 
-def _sha256_file(path: Path, hasher: Any = None) -> Any:
-    hasher = hasher or hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            hasher.update(chunk)
-    return hasher
-
-
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not supported on every platform / file system
         fd = os.open(folder, os.O_RDONLY)
@@ -249,7 +241,7 @@ def _download(
     try:
         if size is None or start < size or not part.is_file():
             start = _stream(url, part, start, size, progress, desc or dest.name)
-        actual = _sha256_file(part).hexdigest()
+        actual = sha256_file(part)
         got = part.stat().st_size
     except OSError as exc:
         if exc.errno in _DISK_FULL:

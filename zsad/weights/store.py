@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from zsad._files import sha256_file
 from zsad.errors import CheckpointError, DownloadError, WeightsError
 from zsad.weights.download import (
     _download,
@@ -22,7 +23,6 @@ from zsad.weights.download import (
     _file_lock,
     _mkdir,
     _place,
-    _sha256_file,
     cache_dir,
     is_offline,
     weights_base_url,
@@ -112,7 +112,7 @@ def _reuse_cached_copy(ckpt: Checkpoint, wf: WeightFile, folder: Path) -> bool:
                 entry = _read_manifest(src.parent).get(owf.filename, {})
                 _mkdir(folder, folder / wf.filename)
                 _place(src, folder / wf.filename)
-                sha = entry.get("sha256") or _sha256_file(src).hexdigest()
+                sha = entry.get("sha256") or sha256_file(src)
                 _record(folder, wf.filename, sha, str(src), bool(entry.get("verified")))
                 return True
     return False
@@ -292,7 +292,7 @@ def verify_checkpoint(name: str) -> dict[str, Status]:
         entry = manifest.get(filename, {})
         trusted = sha or (entry.get("sha256") if entry.get("verified") else None)
         reference = trusted or entry.get("sha256")
-        actual = _sha256_file(path).hexdigest()
+        actual = sha256_file(path)
         if reference is None:
             report[filename] = "unverified"
         elif actual != reference:
@@ -362,7 +362,7 @@ def import_files(name: str, paths: Iterable[str | os.PathLike[str]]) -> Path:
         wf = by_std.get(std)
         if wf is not None and src.name not in (wf.name, std):
             logger.warning("importing %s as %s of %s, which is normally named %s", src, std, ckpt.name, wf.name)
-        actual = _sha256_file(src).hexdigest()
+        actual = sha256_file(src)
         if wf is not None and wf.sha256 and actual != wf.sha256:
             raise CheckpointError(f"{src} is not the {std} of {ckpt.name}: its sha256 is {actual}, expected "
                                   f"{wf.sha256}. Nothing was imported.")
