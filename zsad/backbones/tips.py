@@ -33,7 +33,7 @@ import json
 import math
 import re
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -491,24 +491,18 @@ def create_tips(checkpoint: str | Path | None = None, *, dense_readout: str = "f
     spec = str(checkpoint)
     path = Path(spec).expanduser()
     if path.is_dir():
-        if (path / "config.json").is_file() and not list(path.glob("*vision.npz")):
-            return TipsBackbone.from_hf(str(path), dense_readout=dense_readout)
-        return TipsBackbone.from_npz(path, dense_readout=dense_readout)
-    if path.exists():
+        folder = path
+    elif path.exists():
         raise ConfigError(
             f"backbone.checkpoint={spec!r} is a file; it must be the folder holding vision.npz, text.npz and "
             f"tokenizer.model (here: {path.parent})."
         )
-    from zsad import weights
+    else:
+        from zsad import weights
 
-    if spec in weights.known_checkpoint_names() or not _looks_like_hub_id(spec):
-        folder = weights.resolve_backbone_checkpoint(spec)
-        if (Path(folder) / "config.json").is_file() and not list(Path(folder).glob("*vision.npz")):
-            return TipsBackbone.from_hf(str(folder), dense_readout=dense_readout)
-        return TipsBackbone.from_npz(folder, dense_readout=dense_readout)
-    return TipsBackbone.from_hf(spec, dense_readout=dense_readout)
-
-
-def architecture_summary(arch: TipsArchitecture) -> dict[str, Any]:
-    """Plain-dict view of an architecture (for manifests and ``zsad info``)."""
-    return asdict(arch)
+        if spec not in weights.known_checkpoint_names() and _looks_like_hub_id(spec):
+            return TipsBackbone.from_hf(spec, dense_readout=dense_readout)
+        folder = Path(weights.resolve_backbone_checkpoint(spec))
+    if (folder / "config.json").is_file() and not list(folder.glob("*vision.npz")):
+        return TipsBackbone.from_hf(str(folder), dense_readout=dense_readout)
+    return TipsBackbone.from_npz(folder, dense_readout=dense_readout)
