@@ -281,8 +281,6 @@ class Detector:
         from tqdm.auto import tqdm
 
         show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
         with torch.inference_mode(), tqdm(total=len(items), disable=not show, unit="img", desc="zsad predict") as bar:
             for chunk, batch in self.iter_batches(items, batch_size):
                 n = len(batch.original_sizes)
