@@ -132,6 +132,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from zsad.errors import require
+
+    require("fastapi", "serve", "zsad serve")
+    from zsad.serve import ModelSpec, ServeSettings, serve
+
+    settings = ServeSettings(
+        class_name=args.class_name, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, timeout_s=args.timeout_s,
+        api_key=args.api_key or os.environ.get("ZSAD_API_KEY") or None, map_range=tuple(args.map_range),
+    )
+    spec = ModelSpec(recipe=args.recipe, overrides=parse_set(args.overrides), model=args.model, runtime=args.runtime,
+                     device=args.device, dtype=args.dtype)
+    serve(spec, settings, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from zsad.components import RECIPES, get_recipe
 
@@ -287,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Zero-shot anomaly detection in images with vision-language models.",
         epilog="examples:\n  zsad predict examples/images --class-name 'metal plate'\n"
                "  zsad evaluate --recipe tipsomaly --data data/visa --out runs/visa\n"
+               "  zsad serve --class-name screw\n"
                "  zsad weights list\n\nRun `zsad COMMAND --help` for each command's options.",
         formatter_class=_Formatter,
     )
@@ -344,6 +362,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = _sub(sub, "serve", "HTTP inference server with dynamic batching, and a web page to inspect images",
+             "  zsad serve --recipe tipsomaly --class-name screw            # then open http://127.0.0.1:8000/\n"
+             "  zsad serve --device cuda --max-batch 32 --max-wait-ms 5\n"
+             "  ZSAD_API_KEY=$(openssl rand -hex 16) zsad serve --host 0.0.0.0 --port 8080\n"
+             "  curl -F image=@part.png -F class_name=screw http://127.0.0.1:8000/v1/predict\n"
+             "  curl -F image=@part.png -F class_name=screw -F return_map=npy -H 'Authorization: Bearer KEY' URL/v1/predict\n",
+             description="Serve a detector over HTTP: POST /v1/predict (multipart image, class_name, return_map=png|npy) "
+                         "answers the scores as JSON; GET / is a page to drop images into; GET /healthz is 200 once "
+                         "the model is loaded; GET /docs is the API's OpenAPI page. Concurrent requests are batched "
+                         "on one model. Requires: pip install 'zsad[serve]'.")
+    _add_recipe_args(p)
+    p.add_argument("--model", default=None, metavar="EXPORTED_FILE",
+                   help="serve an exported model (ONNX / OpenVINO) instead of a recipe")
+    p.add_argument("--runtime", default=None, help="runtime of --model: onnxruntime or openvino (default: the export's)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--class-name", default=None,
+                   help="class used when a request names none (default: requests must send class_name)")
+    p.add_argument("--max-batch", type=_positive_int, default=8, help="most images per forward pass (default 8)")
+    p.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="how long a request may wait for others to fill its batch (default 10)")
+    p.add_argument("--max-queue", type=_positive_int, default=64,
+                   help="most requests waiting for the model; more get 503 with Retry-After (default 64)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MB; larger get 413 (default 20)")
+    p.add_argument("--max-pixels", type=_positive_int, default=40_000_000,
+                   help="largest image (width x height) decoded; larger get 413 (default 40000000)")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request time limit; over it: 504 (default 30)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $ZSAD_API_KEY; none: no auth)")
+    p.add_argument("--map-range", nargs=2, type=float, default=(0.0, 1.0), metavar=("VMIN", "VMAX"),
+                   help="fixed colour scale of the overlay PNGs (default: 0 1)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
 
     p = _sub(sub, "recipes", "list recipes, or show one as JSON",
              "  zsad recipes\n  zsad recipes tipsomaly > my_recipe.json\n")

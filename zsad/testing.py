@@ -8,6 +8,8 @@ contract fails with an ``AssertionError`` that says which call returned what, an
 * :func:`check_prompt_strategy`: prototype shapes and normalisation, cache tokens, gradients to its tokens;
 * :func:`check_prompt_training`: one prompt-learning step on the backbone updates the tokens;
 * :func:`check_head`: image heads (``(B,)`` scores) and pixel heads (``(B, H, W)`` maps), monotone in p_a;
+* :func:`check_predictor`: what ``zsad serve`` needs from a detector or an exported model (``predict`` on a list
+  of images with one class name each, results in order at each image's size, ``config``);
 * :func:`parametrize_backbones` / :func:`check_all_builtins`: run them over registered components with tiny
   random weights (:data:`TINY_OPTIONS`; a plugin factory can declare its own with a ``zsad_tiny_options``
   attribute).
@@ -44,6 +46,7 @@ __all__ = [
     "check_all_builtins",
     "check_backbone",
     "check_head",
+    "check_predictor",
     "check_prompt_strategy",
     "check_prompt_training",
     "parametrize_backbones",
@@ -593,3 +596,63 @@ def check_all_builtins(
         for head in _builtin_names(HEADS):
             run(f"heads:{head}", lambda head=head: check_head(head))
     return done
+
+
+# ------------------------------------------------------------------------------------------------------------
+# predictors (what zsad serve calls)
+# ------------------------------------------------------------------------------------------------------------
+def check_predictor(predictor: Any, class_names: Sequence[str] = ("metal_nut", "screw")) -> None:
+    """Check the predictor contract that ``zsad serve`` relies on (a :class:`~zsad.Detector`, an exported model).
+
+    * ``predictor.config`` is a :class:`~zsad.config.DetectorConfig` (recipe name, input size, image score);
+    * ``predict(images, class_name=[one per image], map_size="original", batch_size=n, progress=False)`` on a
+      list of ``PIL`` images (RGB, grayscale, RGBA; different sizes) returns one
+      :class:`~zsad.results.AnomalyResult` per image, in order: finite scores, ``pred_score`` equal to
+      ``scores[config.heads.image_score]``, a float32 map and ``original_size`` at the image's ``(h, w)``, the
+      class name it was given;
+    * one image (not in a list) gives one result, equal to its entry of the batch (within 1e-4).
+
+    Example:
+        >>> from zsad import Detector
+        >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed",
+        ...     prompt_checkpoint=None, image_size=56, backbone_options={"random_arch": {}}, device="cpu")
+        >>> check_predictor(det)
+    """
+    import numpy as np
+    from PIL import Image
+
+    from zsad.config import DetectorConfig
+    from zsad.results import AnomalyResult
+
+    name = type(predictor).__name__
+    config = getattr(predictor, "config", None)
+    _expect(isinstance(config, DetectorConfig), f"{name}.config must be a DetectorConfig, got {type(config).__name__}")
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)),
+    ]
+    names = [class_names[i % len(class_names)] for i in range(len(images))]
+    out = predictor.predict(images, class_name=names, map_size="original", batch_size=len(images), progress=False)
+    _expect(isinstance(out, list) and len(out) == len(images),
+            f"{name}.predict(list of {len(images)} images) must return a list of {len(images)} results, got {out!r:.200}")
+    main = config.heads.image_score
+    for i, (image, result, cls) in enumerate(zip(images, out, names)):
+        label = f"{name}.predict(...)[{i}]"
+        _expect(isinstance(result, AnomalyResult), f"{label} must be an AnomalyResult, got {type(result).__name__}")
+        hw = (image.height, image.width)
+        _expect(result.anomaly_map.shape == hw and result.anomaly_map.dtype == np.float32,
+                f"{label}.anomaly_map must be float32 {hw}, got {result.anomaly_map.dtype} {result.anomaly_map.shape}")
+        _expect(tuple(result.original_size or ()) == hw, f"{label}.original_size must be {hw}, got {result.original_size}")
+        _expect(main in result.scores and result.pred_score == result.scores[main],
+                f"{label}.pred_score must equal scores[{main!r}] (the recipe's image score); scores={result.scores}")
+        _expect(all(math.isfinite(v) for v in result.scores.values()), f"{label}.scores must be finite: {result.scores}")
+        _expect(result.class_name == cls, f"{label}.class_name must be {cls!r}, got {result.class_name!r}")
+    single = predictor.predict(images[0], class_name=names[0], map_size="original")
+    _expect(isinstance(single, AnomalyResult), f"{name}.predict(one image) must return one AnomalyResult, got "
+                                               f"{type(single).__name__}")
+    gap = max(abs(single.scores[k] - out[0].scores[k]) for k in single.scores)
+    _expect(gap <= 1e-4, f"{name}.predict: one image alone and in a batch differ by {gap:.3g} in the scores")
+    gap = float(np.abs(single.anomaly_map - out[0].anomaly_map).max())
+    _expect(gap <= 1e-4, f"{name}.predict: one image alone and in a batch differ by {gap:.3g} in the map")
