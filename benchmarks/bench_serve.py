@@ -74,11 +74,14 @@ class Level:
     seconds: float = 0.0
     batch_sizes: Counter = field(default_factory=Counter)
     sent: int = 0
-    in_process: float = float("nan")  # Detector.predict images/s measured right before this level
+    in_process: list[float] = field(default_factory=list)  # Detector.predict images/s, before each round
+    ratios: list[float] = field(default_factory=list)  # server requests/s / in-process images/s, per round
 
 
-async def run_level(url: str, clients: int, requests: int, seconds: float, payloads: list[bytes]) -> Level:
-    level = Level(clients)
+async def run_round(url: str, level: Level, requests: int, seconds: float, payloads: list[bytes]) -> float:
+    """Send ``requests`` requests from ``level.clients`` concurrent clients; add to ``level``; return requests/s."""
+    clients = level.clients
+    ok_before = level.statuses.get(200, 0)
     counter = iter(range(requests))
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -105,10 +108,11 @@ async def run_level(url: str, clients: int, requests: int, seconds: float, paylo
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
-        level.seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         after = (await client.get("/v1/stats")).json()["batch_sizes"]
-    level.batch_sizes = Counter({int(k): v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)})
-    return level
+    level.seconds += seconds
+    level.batch_sizes.update({int(k): v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)})
+    return (level.statuses.get(200, 0) - ok_before) / seconds
 
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
@@ -116,8 +120,10 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
            "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(args.max_queue)]
     for key, value in overrides(args.image_size).items():
         cmd += ["--set", f"{key}={value}"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.torch_threads:
+        env["OMP_NUM_THREADS"] = str(args.torch_threads)  # torch's intra-op threads in the server
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     assert proc.stderr is not None
     for line in proc.stderr:
         if "listening on " in line:
@@ -138,24 +144,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=56, help="model input size (default 56, the fixture's tests)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=384, help="requests per client count (default 384)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="time limit per client count (default 60)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="per client count, alternate this many in-process and server measurements (default 3)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="time limit per round (default 60)")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads in-process and in the server (default: torch's); 1 avoids "
+                             "thread oversubscription on a small or shared machine")
     args = parser.parse_args(argv)
 
     import torch
 
-    baseline = InProcess(args.image_size, args.max_batch, args.requests // 2)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+
+    per_round = max(1, args.requests // args.rounds)
+    baseline = InProcess(args.image_size, args.max_batch, per_round)
     payloads = [p.read_bytes() for p in IMAGES]
     proc, url = start_server(args)
     levels = []
     try:
-        asyncio.run(run_level(url, 4, 32, 30, payloads))  # warm-up: connections, allocator, thread pools
-        for clients in args.clients:  # interleaved, so that both see the same load from the rest of the machine
-            in_process = baseline.rate()
-            level = asyncio.run(run_level(url, clients, args.requests, args.seconds, payloads))
-            level.in_process = in_process
+        asyncio.run(run_round(url, Level(4), 32, 30, payloads))  # warm-up: connections, allocator, thread pools
+        for clients in args.clients:
+            level = Level(clients)
+            for _ in range(args.rounds):  # alternated, so that both see the same load from the rest of the machine
+                level.in_process.append(baseline.rate(repeats=1))
+                rate = asyncio.run(run_round(url, level, per_round, args.seconds, payloads))
+                level.ratios.append(rate / level.in_process[-1])
             levels.append(level)
     finally:
         proc.terminate()
@@ -165,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({min(p.stat().st_size for p in IMAGES) // 1000}-{max(p.stat().st_size for p in IMAGES) // 1000} kB PNG), "
           f"--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}, {os.cpu_count()} CPU cores, "
           f"torch {torch.get_num_threads()} threads")
-    print(f"in-process: Detector.predict on the same files (batch_size {args.max_batch}), measured before each level")
+    print(f"in-proc: Detector.predict on the same files (batch_size {args.max_batch}), images/s, in {args.rounds} "
+          f"rounds alternated with the server's; ratio: median over the rounds of server req/s / in-proc img/s")
     header = f"{'clients':>7} {'sent':>5} {'200':>5} {'503':>5} {'lost':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} " \
              f"{'mean batch':>10} {'in-proc':>8} {'ratio':>6}  batch sizes (size: count)"
     print(header)
@@ -178,12 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         mean_batch = sum(k * v for k, v in lv.batch_sizes.items()) / batches if batches else float("nan")
         sizes = ", ".join(f"{k}: {v}" for k, v in sorted(lv.batch_sizes.items()))
         print(f"{lv.clients:>7} {lv.sent:>5} {ok:>5} {lv.statuses.get(503, 0):>5} {len(lv.lost):>4} {rate:>7.1f} "
-              f"{p50:>7.1f} {p99:>7.1f} {mean_batch:>10.2f} {lv.in_process:>8.1f} "
-              f"{rate / lv.in_process:>6.2f}  {sizes}")
+              f"{p50:>7.1f} {p99:>7.1f} {mean_batch:>10.2f} {np.mean(lv.in_process):>8.1f} "
+              f"{np.median(lv.ratios):>6.2f}  {sizes}")
         lost += len(lv.lost)
         for problem in lv.lost[:5]:
             print(f"        lost: {problem}")
-    print("ratio = server requests/s / in-process images/s; nothing lost" if not lost else
+    print("nothing lost: every request was answered with a result or a 503" if not lost else
           f"{lost} requests were lost (neither a result nor a 503)")
     return 1 if lost else 0
 

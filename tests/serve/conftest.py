@@ -86,3 +86,18 @@ def post_image(client: httpx.Client, data: bytes | Path, class_name: str | None 
     content = data.read_bytes() if isinstance(data, Path) else data
     form = {k: v for k, v in {"class_name": class_name, **fields}.items() if v is not None}
     return client.post("/v1/predict", files={"image": ("upload.png", content)}, data=form)
+
+
+def hold_model(app, gated: GatedDetector, pool, client: httpx.Client, path: Path = IMAGES[1]):
+    """Close the gate and send one request, which the model takes and then holds; returns its future."""
+    gated.gate.clear()
+    held = pool.submit(post_image, client, path)
+    wait_for(lambda: app.state.model.queue.running == 1, what="a request held in the model")
+    return held
+
+
+def queue_up(app, pool, client: httpx.Client, images: list) -> list:
+    """Send one request per image (a path or bytes) and wait until all of them wait in the queue; their futures."""
+    futures = [pool.submit(post_image, client, image) for image in images]
+    wait_for(lambda: app.state.model.queue.pending == len(images), what=f"{len(images)} waiting requests")
+    return futures

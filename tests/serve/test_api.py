@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve.conftest import IMAGES, post_image, running
+from serve.conftest import IMAGES, post_image, running, wait_for
 from zsad.errors import ConfigError
 from zsad.serve.replies import decode_npy
 
@@ -58,6 +58,10 @@ def test_a_failed_load_is_reported_on_healthz():
         assert health.status_code == 503
         assert health.json()["status"] == "failed" and "/nowhere does not exist" in health.json()["error"]
         assert post_image(client, IMAGES[0]).status_code == 503
+    with running(loader=broken_loader, ready=False, api_key="k3y-for-tests-only") as (app, client):
+        assert not wait_until_ready(app, timeout_s=30)
+        # a server others can reach names the error but not its details (which may name server paths)
+        assert client.get("/healthz").json()["error"] == "ConfigError (see the server log)"
 
 
 @pytest.mark.parametrize("path", IMAGES, ids=lambda p: f"{p.parts[-4]}-{p.parts[-2]}")
@@ -125,6 +129,7 @@ def test_openapi_docs_page_static_files_and_colour_bar(server):
     assert form["schema"]["$ref"].endswith("Body_predict_v1_predict_post")
     page = server.get("/")
     assert page.status_code == 200 and 'id="file-input"' in page.text and "/static/app.js" in page.text
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]  # the browser test runs under it
     js = server.get("/static/app.js")
     assert js.status_code == 200 and "/v1/predict" in js.text
     bar = Image.open(io.BytesIO(server.get("/colorbar.png").content))
@@ -135,10 +140,15 @@ def test_openapi_docs_page_static_files_and_colour_bar(server):
 
 
 def test_requests_are_logged_with_their_latency(server, caplog):
+    def lines():
+        return [r.getMessage() for r in caplog.records if r.name == "zsad.serve"]
+
     with caplog.at_level(logging.INFO, logger="zsad.serve"):
         assert post_image(server, IMAGES[0]).status_code == 200
         assert server.get("/healthz").status_code == 200
-    lines = [r.getMessage() for r in caplog.records if r.name == "zsad.serve"]
+        # a line is written when the request is finished, which can be just after the client has its answer
+        wait_for(lambda: len(lines()) >= 2, what="two log lines")
+    lines = lines()
     predict = next(line for line in lines if '"POST /v1/predict" 200' in line)
     assert predict.startswith("127.0.0.1:") and " ms batch=1" in predict
     assert any('"GET /healthz" 200' in line and line.rstrip().endswith("ms") for line in lines)

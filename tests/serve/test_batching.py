@@ -7,26 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from serve.conftest import (
-    IMAGES,
-    GatedDetector,
-    png_bytes,
-    post_image,
-    running,
-    wait_for,
-)
+from serve.conftest import IMAGES, GatedDetector, hold_model, png_bytes, post_image, queue_up, running
 from zsad.serve.batching import BatchQueue, QueueClosed, QueueFull
 
 
 def test_waiting_requests_are_scored_in_one_batch_with_the_same_results(detector):
     gated = GatedDetector(detector)
     with running(gated, max_batch=8, max_wait_ms=50) as (app, client), ThreadPoolExecutor(8) as pool:
-        queue = app.state.model.queue
-        gated.gate.clear()
-        first = pool.submit(post_image, client, IMAGES[0])
-        wait_for(lambda: queue.running == 1, what="the first request in the model")
-        rest = [pool.submit(post_image, client, path) for path in IMAGES[1:]]
-        wait_for(lambda: queue.pending == 5, what="five waiting requests")
+        first = hold_model(app, gated, pool, client, IMAGES[0])
+        rest = queue_up(app, pool, client, IMAGES[1:])
         gated.gate.set()
         replies = [first.result(), *(f.result() for f in rest)]
         assert [r.status_code for r in replies] == [200] * 6
@@ -41,12 +30,8 @@ def test_waiting_requests_are_scored_in_one_batch_with_the_same_results(detector
 def test_a_full_queue_answers_503_with_retry_after(detector):
     gated = GatedDetector(detector)
     with running(gated, max_batch=2, max_queue=2) as (app, client), ThreadPoolExecutor(4) as pool:
-        queue = app.state.model.queue
-        gated.gate.clear()
-        running_one = pool.submit(post_image, client, IMAGES[1])
-        wait_for(lambda: queue.running == 1, what="a request in the model")
-        waiting = [pool.submit(post_image, client, IMAGES[1]) for _ in range(2)]
-        wait_for(lambda: queue.pending == 2, what="a full queue")
+        running_one = hold_model(app, gated, pool, client)
+        waiting = queue_up(app, pool, client, [IMAGES[1]] * 2)
         refused = post_image(client, IMAGES[1])
         assert refused.status_code == 503
         assert int(refused.headers["Retry-After"]) >= 1 and "busy" in refused.json()["error"]
@@ -60,13 +45,8 @@ def test_a_full_queue_answers_503_with_retry_after(detector):
 def test_a_bad_image_fails_alone_in_its_batch(detector):
     gated = GatedDetector(detector)
     with running(gated, max_batch=8, max_wait_ms=50) as (app, client), ThreadPoolExecutor(4) as pool:
-        queue = app.state.model.queue
-        gated.gate.clear()
-        blocker = pool.submit(post_image, client, IMAGES[1])
-        wait_for(lambda: queue.running == 1, what="a request in the model")
-        good = [pool.submit(post_image, client, IMAGES[i]) for i in (2, 3)]
-        bad = pool.submit(post_image, client, png_bytes(mode="I;16"))  # the detector refuses 16-bit images
-        wait_for(lambda: queue.pending == 3, what="three waiting requests")
+        blocker = hold_model(app, gated, pool, client)
+        *good, bad = queue_up(app, pool, client, [IMAGES[2], IMAGES[3], png_bytes(mode="I;16")])  # 16-bit: refused
         gated.gate.set()
         assert blocker.result().status_code == 200
         assert [f.result().status_code for f in good] == [200, 200]

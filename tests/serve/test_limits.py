@@ -5,14 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from serve.conftest import (
-    IMAGES,
-    GatedDetector,
-    png_bytes,
-    post_image,
-    running,
-    wait_for,
-)
+from serve.conftest import IMAGES, GatedDetector, hold_model, png_bytes, post_image, queue_up, running, wait_for
 
 LIMIT_MB = 0.2  # 200 kB body limit
 MAX_PIXELS = 100_000
@@ -82,13 +75,11 @@ def test_chunked_upload_below_the_limit_is_accepted(server):
 def test_request_past_the_timeout_gets_504_and_its_queued_work_is_dropped(detector):
     gated = GatedDetector(detector)
     with running(gated, timeout_s=0.5, max_batch=1) as (app, client):
-        gated.gate.clear()
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(post_image, client, IMAGES[1])  # taken by the model, which waits at the gate
-            wait_for(lambda: app.state.model.queue.running == 1, what="the first request in the model")
-            second = pool.submit(post_image, client, IMAGES[1])  # waits in the queue
+            first = hold_model(app, gated, pool, client)  # taken by the model, which waits at the gate
+            (second,) = queue_up(app, pool, client, [IMAGES[1]])  # waits in the queue
             for reply in (first.result(), second.result()):
                 assert reply.status_code == 504 and "did not finish within 0.5 s" in reply.json()["error"]
         gated.gate.set()

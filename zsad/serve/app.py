@@ -72,6 +72,13 @@ logger = logging.getLogger("zsad.serve")
 
 WARMUP_SIZE = (32, 32)
 
+# the page runs only its own script and talks only to this server; images come back as data: URLs
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
 # module level: endpoint annotations are resolved in this module's namespace (``from __future__ import annotations``)
 _bearer = HTTPBearer(auto_error=False, description="The server's API key (zsad serve --api-key).")
 
@@ -242,7 +249,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(_static_text("index.html"))
+        return HTMLResponse(_static_text("index.html"), headers=_PAGE_HEADERS)
 
     @app.get("/colorbar.png", include_in_schema=False)
     async def colorbar() -> Response:
@@ -257,7 +264,7 @@ def create_app(
             class_name=settings.class_name,
             auth=settings.api_key is not None,
             max_upload_mb=settings.max_upload_mb,
-            error=f"{type(model.error).__name__}: {model.error}" if model.error else None,
+            error=_load_error(model.error, public=settings.api_key is not None),
         )
         return JSONResponse(body.model_dump(), status_code=200 if model.status == "ok" else 503)
 
@@ -300,6 +307,14 @@ def create_app(
     app.include_router(api)
     app.mount("/static", StaticFiles(packages=[("zsad.serve", "static")]), name="static")
     return app
+
+
+def _load_error(error: BaseException | None, *, public: bool) -> str | None:
+    """Why loading failed, for /healthz; on a server with an API key (reachable by others) without the details,
+    which may name server paths."""
+    if error is None:
+        return None
+    return f"{type(error).__name__} (see the server log)" if public else f"{type(error).__name__}: {error}"
 
 
 def _model_view(predictor: Predictor, picture: Any) -> Any:

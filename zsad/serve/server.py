@@ -23,6 +23,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from zsad.errors import ConfigError, require
@@ -80,17 +82,23 @@ def _uvicorn_server(app: Any, settings: ServeSettings, log_level: str) -> Any:
     return uvicorn.Server(config)
 
 
-def _log_requests(level: str) -> None:
-    """Send the zsad.serve log (one line per request) to stderr, formatted like uvicorn's own lines."""
-    if logger.handlers:
-        return
+@contextmanager
+def _request_log(level: str) -> Iterator[None]:
+    """While serving, send the zsad.serve log (one line per request) to stderr, formatted like uvicorn's lines."""
     from uvicorn.logging import DefaultFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+    saved = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def serve(
@@ -117,13 +125,13 @@ def serve(
     app = create_app(loader=model.load, settings=settings) if isinstance(model, ModelSpec) else create_app(model, settings)
     server = _uvicorn_server(app, settings, log_level)
     app.state.model.on_failure = lambda exc: setattr(server, "should_exit", True)
-    _log_requests(log_level)
     sock = _bind(host, port)
     url = _url(sock)
     print(f"zsad serve: listening on {url} (page {url}/, API {url}/v1/predict, docs {url}/docs); loading the model",
           file=sys.stderr, flush=True)
     try:
-        server.run(sockets=[sock])
+        with _request_log(log_level):
+            server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a normal stop
         pass
     finally:
