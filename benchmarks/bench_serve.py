@@ -76,6 +76,7 @@ class Level:
     sent: int = 0
     in_process: list[float] = field(default_factory=list)  # Detector.predict images/s, before each round
     ratios: list[float] = field(default_factory=list)  # server requests/s / in-process images/s, per round
+    client_cpu: float = 0.0  # CPU seconds the load generator itself used
 
 
 async def run_round(url: str, level: Level, requests: int, seconds: float, payloads: list[bytes]) -> float:
@@ -106,9 +107,10 @@ async def run_round(url: str, level: Level, requests: int, seconds: float, paylo
                 elif reply.status_code != 503:
                     level.lost.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(clients)))
         seconds = time.perf_counter() - start
+        level.client_cpu += time.process_time() - cpu
         after = (await client.get("/v1/stats")).json()["batch_sizes"]
     level.seconds += seconds
     level.batch_sizes.update({int(k): v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)})
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"in-proc: Detector.predict on the same files (batch_size {args.max_batch}), images/s, in {args.rounds} "
           f"rounds alternated with the server's; ratio: median over the rounds of server req/s / in-proc img/s")
     header = f"{'clients':>7} {'sent':>5} {'200':>5} {'503':>5} {'lost':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} " \
-             f"{'mean batch':>10} {'in-proc':>8} {'ratio':>6}  batch sizes (size: count)"
+             f"{'mean batch':>10} {'in-proc':>8} {'ratio':>6} {'client cpu':>10}  batch sizes (size: count)"
     print(header)
     lost = 0
     for lv in levels:
@@ -197,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = ", ".join(f"{k}: {v}" for k, v in sorted(lv.batch_sizes.items()))
         print(f"{lv.clients:>7} {lv.sent:>5} {ok:>5} {lv.statuses.get(503, 0):>5} {len(lv.lost):>4} {rate:>7.1f} "
               f"{p50:>7.1f} {p99:>7.1f} {mean_batch:>10.2f} {np.mean(lv.in_process):>8.1f} "
-              f"{np.median(lv.ratios):>6.2f}  {sizes}")
+              f"{np.median(lv.ratios):>6.2f} {lv.client_cpu / lv.seconds:>10.0%}  {sizes}")
         lost += len(lv.lost)
         for problem in lv.lost[:5]:
             print(f"        lost: {problem}")
+    print("client cpu: the load generator's share of one core (it runs on the same machine as the server)")
     print("nothing lost: every request was answered with a result or a 503" if not lost else
           f"{lost} requests were lost (neither a result nor a 503)")
     return 1 if lost else 0

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from typing import Annotated, Any
 
@@ -151,7 +152,8 @@ class _Model:
 
         name = self.settings.class_name or "object"
         out = self._predict([_Job(Image.new("RGB", WARMUP_SIZE, (128, 128, 128)), name)])
-        if len(out) != 1 or not isinstance(out[0], AnomalyResult) or out[0].anomaly_map.shape != WARMUP_SIZE[::-1]:
+        if not (isinstance(out, list) and len(out) == 1 and isinstance(out[0], AnomalyResult)
+                and out[0].anomaly_map.shape == WARMUP_SIZE[::-1]):
             raise ConfigError(
                 f"The served {type(self.predictor).__name__}.predict broke the predictor contract (one AnomalyResult "
                 "per image, maps at the image size); check it with zsad.testing.check_predictor."
@@ -159,9 +161,8 @@ class _Model:
 
     def _predict(self, jobs: Sequence[_Job]) -> list[AnomalyResult]:
         assert self.predictor is not None
-        out = self.predictor.predict([j.image for j in jobs], class_name=[j.class_name for j in jobs],
-                                     map_size="original", batch_size=len(jobs), progress=False)
-        return list(out) if isinstance(out, (list, tuple)) else [out]
+        return self.predictor.predict([j.image for j in jobs], class_name=[j.class_name for j in jobs],
+                                      map_size="original", batch_size=len(jobs), progress=False)
 
     def _process(self, jobs: Sequence[_Job]) -> list[_Scored | BaseException]:
         """Score a batch; if it fails, score its images one by one so a bad one fails alone."""
@@ -170,6 +171,8 @@ class _Model:
         except Exception as exc:  # noqa: BLE001
             if len(jobs) == 1:
                 return [exc]
+            logger.warning("a batch of %d images failed (%s: %s); scoring them one by one", len(jobs),
+                           type(exc).__name__, exc)
         out: list[_Scored | BaseException] = []
         for job in jobs:
             try:
@@ -292,11 +295,12 @@ def create_app(
         scored = await model.queue.submit(_Job(picture, name))
         request.state.batch_size = scored.batch_size
         assert model.info is not None and model.predictor is not None
-        base = picture
-        if return_map == "png":
-            base = await run_in_threadpool(_model_view, model.predictor, picture)
-        return await run_in_threadpool(prediction_reply, scored.result, base, image_score=model.info.image_score,
-                                       return_map=return_map, map_range=settings.map_range)
+        reply = partial(prediction_reply, scored.result, image_score=model.info.image_score, return_map=return_map,
+                        map_range=settings.map_range)
+        if return_map is None:  # cheap: no encoding, no hand-off to a thread
+            return reply(picture)
+        base = await run_in_threadpool(_model_view, model.predictor, picture) if return_map == "png" else picture
+        return await run_in_threadpool(reply, base)
 
     @api.get("/stats")
     async def stats() -> dict[str, Any]:
