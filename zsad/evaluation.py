@@ -1053,7 +1053,7 @@ def evaluate(
         dataset_name: the dataset name that selects the default prompt list (default: the folder name); one
             per dataset for a list.
         split: the split of the description to evaluate (``"test"``).
-        backbone_options: merged into ``backbone.options`` (e.g. ``{"random_config": "tiny"}`` for smoke tests).
+        backbone_options: merged into ``backbone.options`` (e.g. ``{"random_arch": {}}`` for smoke tests).
         detector: an already built :class:`~zsad.detector.Detector` to use instead of ``recipe`` (its backbone
             is reused; the dataset prompt-list default and ``overrides`` still apply).
 
