@@ -168,7 +168,14 @@ def build_scorer(backbone, heads) -> BatchScorer:
     from zsad.components import create_head
 
     def build(name: str, kind: type, **fixed):
-        head = create_head(name, **{**fixed, **heads.options.get(name, {})})
+        options = heads.options.get(name, {})
+        try:
+            head = create_head(name, **{**fixed, **options})
+        except TypeError as exc:
+            raise ConfigError(
+                f"The head {name!r} cannot be built with heads.options[{name!r}]={options}: {exc}. Check the option "
+                "names against the head's factory (zsad heads / the Heads API page)."
+            ) from exc
         if not isinstance(head, kind):
             raise PluginError(
                 f"Head {name!r} is a {type(head).__name__}, not a {kind.__module__}.{kind.__name__}; it cannot be used "
