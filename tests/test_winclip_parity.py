@@ -9,12 +9,12 @@ or the fixture's resized, not yet normalised (3, 240, 240) tensors. Tolerances c
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from parity import load_manifest, load_reference
 
 from zsad import Detector
 from zsad.backbones.base import FeatureRequest, sliding_windows
@@ -23,15 +23,12 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "winclip-parity"
 CLASSES = ["metal nut", "pcb"]
 
 
-@lru_cache(maxsize=1)
 def reference() -> dict[str, np.ndarray]:
-    with np.load(FIXTURE / "reference.npz") as data:
-        return {k: data[k] for k in data.files}
+    return load_reference(FIXTURE)
 
 
-@lru_cache(maxsize=1)
 def manifest() -> dict:
-    return json.loads((FIXTURE / "manifest.json").read_text())
+    return load_manifest(FIXTURE)
 
 
 def tolerance(name: str, route: str = "tensor") -> float:

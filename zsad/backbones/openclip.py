@@ -56,7 +56,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from zsad.backbones.base import Backbone, FeatureRequest, ImageFeatures, Preprocessing, sliding_windows
+from zsad.backbones.base import (
+    Backbone,
+    FeatureRequest,
+    ImageFeatures,
+    Preprocessing,
+    sliding_windows,
+)
 from zsad.errors import CheckpointError, ConfigError, WeightsError, require
 
 __all__ = ["TINY_CLIP_CONFIG", "OpenClipBackbone", "create_open_clip", "split_checkpoint"]

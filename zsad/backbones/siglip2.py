@@ -50,9 +50,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from zsad._env import offline
 from zsad.backbones.base import Backbone, FeatureRequest, ImageFeatures, Preprocessing
 from zsad.backbones.tokenizers import ByteTokenizer, HFTokenizer
-from zsad._env import offline
 from zsad.errors import ConfigError, MissingDependencyError, WeightsError, require
 
 __all__ = ["SiglipBackbone", "create_siglip2", "tiny_siglip_config"]

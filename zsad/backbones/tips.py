@@ -41,7 +41,12 @@ import numpy as np
 import torch
 
 from zsad.backbones.base import Backbone, FeatureRequest, ImageFeatures, Preprocessing
-from zsad.backbones.tokenizers import MAX_TEXT_LEN, ByteTokenizer, HFTokenizer, SentencePieceTokenizer
+from zsad.backbones.tokenizers import (
+    MAX_TEXT_LEN,
+    ByteTokenizer,
+    HFTokenizer,
+    SentencePieceTokenizer,
+)
 from zsad.errors import CheckpointError, ConfigError, WeightsError
 
 __all__ = ["TipsArchitecture", "TipsBackbone", "SentencePieceTokenizer", "create_tips", "HEADS_BY_WIDTH"]

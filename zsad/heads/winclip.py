@@ -31,7 +31,12 @@ from zsad.backbones.base import FeatureRequest, ImageFeatures, sliding_windows
 from zsad.errors import ConfigError
 from zsad.heads.base import PixelHead, ScoreInputs
 from zsad.heads.image import GlobalHead
-from zsad.heads.memory import DEFAULT_MAX_ELEMENTS, ReferenceBank, ReferenceMemory, nearest_distance
+from zsad.heads.memory import (
+    DEFAULT_MAX_ELEMENTS,
+    ReferenceBank,
+    ReferenceMemory,
+    nearest_distance,
+)
 from zsad.heads.pixel import gaussian_blur
 
 __all__ = ["WinClipMapHead", "WinClipMemory", "harmonic_aggregation", "winclip_image", "winclip_map", "winclip_memory"]

@@ -39,7 +39,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from zsad.testing.backbones import TINY_OPTIONS, TINY_VARIANTS, check_backbone, tiny_backbone, tiny_options
+from zsad.testing.backbones import (
+    TINY_OPTIONS,
+    TINY_VARIANTS,
+    check_backbone,
+    tiny_backbone,
+    tiny_options,
+)
 from zsad.testing.heads import check_head, check_memory
 from zsad.testing.prompts import check_prompt_strategy, check_prompt_training
 

@@ -11,6 +11,7 @@ import torch
 from zsad.testing._common import _check_normalised, _expect
 from zsad.testing.backbones import _as_backbone, tiny_backbone  # noqa: F401 (doctests)
 
+
 # ------------------------------------------------------------------------------------------------------------
 # prompt strategies
 # ------------------------------------------------------------------------------------------------------------

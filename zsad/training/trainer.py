@@ -231,7 +231,7 @@ class PromptTrainer:
         masks = masks.to(device=det.device, dtype=torch.float32)
         with torch.enable_grad():
             prototypes = self.learned.local_prototypes(det.backbone, ["object"])  # (1, 2, D), one text pass
-            probs = det.backbone.probabilities(patches, prototypes)  # (B, N, 2)
+            probs = det.backbone.probabilities(patches, prototypes, temperature=det.scorer.temperature)  # (B, N, 2)
             maps = upsample_patch_probs(probs, grid, tuple(masks.shape[-2:]))  # (B, 2, H, W), unsmoothed
             losses = self.loss(maps, masks)
             self.optimizer.zero_grad(set_to_none=True)
