@@ -24,7 +24,7 @@ ARCH = dict(vision_width=128, vision_depth=4, vision_heads=4, mlp_ratio=4.0, swi
 
 def make_detector() -> Detector:
     return Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None, image_size=IMAGE_SIZE,
-                                backbone_options={"random_arch": ARCH}, device="cpu")
+                                backbone_options={"random_config": ARCH}, device="cpu")
 
 
 def make_images(n: int = N_IMAGES) -> list[np.ndarray]:

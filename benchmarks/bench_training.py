@@ -57,7 +57,7 @@ def make_detector(arch: str = "tiny", device: str = "cpu") -> Detector:
         backbone_checkpoint=None,
         prompt_checkpoint=None,
         image_size=size,
-        backbone_options={"random_arch": options},
+        backbone_options={"random_config": options},
         device=device,
     )
 

@@ -21,7 +21,7 @@ import torch
 from common import add_model_options, recipe_overrides
 
 import zsad
-from zsad.backbones.base import Backbone, ImageFeatures, l2_normalize
+from zsad.backbones.base import Backbone, FeatureRequest, ImageFeatures
 from zsad.data import list_images
 from zsad.heads.base import ImageHead, ScoreInputs
 
@@ -33,24 +33,24 @@ class FlipAveraged(Backbone):
         super().__init__()
         self.inner = inner
         for attr in ("embed_dim", "patch_size", "default_image_size", "global_roles", "supports_learnable_prompts",
-                     "prompt_width", "preprocessing", "similarity"):
+                     "prompt_width", "preprocessing", "similarity", "temperature"):
             setattr(self, attr, getattr(inner, attr))
 
-    def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
+    def image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
         both = self.inner.encode_image(torch.cat([pixels, pixels.flip(-1)]))  # one forward pass for both
         b = pixels.shape[0]
         rows, cols = both.grid
         patches = both.patches.unflatten(1, (rows, cols))
         mirrored_back = patches[b:].flip(2)  # undo the mirror on the patch grid
         averaged = (patches[:b] + mirrored_back).flatten(1, 2)
-        globals_ = {role: l2_normalize(g[:b] + g[b:]) for role, g in both.globals.items()}
-        return ImageFeatures(globals_, l2_normalize(averaged), both.grid)
+        globals_ = {role: g[:b] + g[b:] for role, g in both.globals.items()}
+        return ImageFeatures(globals_, averaged, both.grid)  # raw: the base class normalises
 
-    def encode_text(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
-        return self.inner.encode_text(texts, prefix=prefix)
+    def text_features(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
+        return self.inner.encode_text(texts, prefix=prefix, normalize=False)
 
-    def probabilities(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        return self.inner.probabilities(features, prototypes)  # the inner model's temperature or sigmoid
+    def scale_similarities(self, cosine: torch.Tensor) -> torch.Tensor:
+        return self.inner.scale_similarities(cosine)  # the inner model's temperature or sigmoid scale
 
     def check_image_size(self, size: int) -> None:
         self.inner.check_image_size(size)

@@ -98,7 +98,7 @@ r = det.predict(image, class_name="metal_nut")
 assert set(r.scores) == {"S2", "max_patch"}, r.scores
 # built-ins keep working next to the broken plugin
 det = zsad.Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed", prompt_checkpoint=None,
-                                image_size=56, backbone_options={"random_arch": {}}, device="cpu")
+                                image_size=56, backbone_options={"random_config": "tiny"}, device="cpu")
 assert det.predict(image, class_name="metal_nut").anomaly_map.shape == (40, 60)
 print("plugins: OK")
 EOF

@@ -11,15 +11,25 @@ import numpy as np
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tipsomaly-parity"
 
 
-@lru_cache(maxsize=1)
-def reference() -> dict[str, np.ndarray]:
-    with np.load(FIXTURE / "reference.npz") as data:
+@lru_cache(maxsize=4)
+def load_reference(folder: Path) -> dict[str, np.ndarray]:
+    """The arrays of a parity fixture's reference.npz."""
+    with np.load(folder / "reference.npz") as data:
         return {k: data[k] for k in data.files}
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=4)
+def load_manifest(folder: Path) -> dict:
+    """A parity fixture's manifest.json."""
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def reference() -> dict[str, np.ndarray]:
+    return load_reference(FIXTURE)
+
+
 def manifest() -> dict:
-    return json.loads((FIXTURE / "manifest.json").read_text())
+    return load_manifest(FIXTURE)
 
 
 def samples() -> list[dict]:

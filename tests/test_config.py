@@ -61,3 +61,32 @@ def test_register_recipe_and_refuse_duplicates():
             register_recipe(cfg)
     finally:
         RECIPES.unregister("my_recipe_test")
+
+
+def test_head_options_memory_and_temperature():
+    from zsad.config import DetectorConfig
+    from zsad.errors import ConfigError
+
+    cfg = DetectorConfig(heads={"image_heads": ["winclip"], "image_score": "winclip", "pixel": "winclip_map",
+                                "memory": "winclip_memory", "temperature": 0.07,
+                                "options": {"winclip_map": {"scales": [2, 3]}}})
+    assert cfg.with_overrides(**{"heads.options.winclip_map.scales": [2]}).heads.options == {"winclip_map": {"scales": [2]}}
+    assert cfg.with_overrides(**{"heads.options.winclip_memory.max_elements": 10}).heads.options["winclip_memory"] == {
+        "max_elements": 10}
+    assert cfg.with_overrides(temperature=None, memory="patch_memory").heads.temperature is None
+    with pytest.raises(ConfigError, match=r"options are given for \['S5'\], which are not among the heads"):
+        cfg.with_overrides(head_options={"S5": {}})
+    with pytest.raises(ConfigError, match="temperature"):
+        cfg.with_overrides(temperature=0)
+    with pytest.raises(ConfigError, match="resize_backend"):
+        cfg.with_overrides(resize_backend="cv2")
+
+
+def test_unknown_head_options_name_the_head():
+    from zsad import Detector
+    from zsad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"heads.options\['pixel_map'\]"):
+        Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed", prompt_checkpoint=None,
+                             image_size=56, backbone_options={"random_config": "tiny"}, device="cpu",
+                             head_options={"pixel_map": {"radius": 3}})

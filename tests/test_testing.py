@@ -73,7 +73,7 @@ def test_check_all_builtins_lists_what_it_checked():
 
 
 def test_tiny_options():
-    assert tiny_options("tips") == {"checkpoint": None, "random_arch": {}}
+    assert tiny_options("tips") == {"checkpoint": None, "random_config": "tiny"}
     from zsad.components import BACKBONES
 
     BACKBONES.add("zsad_test_without_options", lambda checkpoint=None: None)
@@ -105,7 +105,7 @@ class Toy(Backbone):
         if self.defect != "any size":
             super().check_image_size(size)
 
-    def encode_image(self, pixels):
+    def image_features(self, pixels, request):
         colors = F.avg_pool2d(pixels.to(self.color.dtype), 14).flatten(2).transpose(1, 2)
         patches = colors @ self.color + 0.1
         if self.defect == "batch dependent":
@@ -113,26 +113,33 @@ class Toy(Backbone):
         if self.defect == "nondeterministic":
             patches = patches + torch.randn_like(patches)
         g = patches.mean(dim=1)
-        norm = F.normalize if self.defect == "weight dtype" else lambda t, dim: F.normalize(t.float(), dim=dim)
-        g, patches = norm(g, dim=-1), norm(patches, dim=-1)
-        if self.defect == "unnormalised":
-            patches = patches * 2
-        if self.defect == "float64":
-            g = g.double()
         roles = {"object": g} if self.defect == "missing role" else {"object": g, "spatial": g}
         grid = (3, 3) if self.defect == "wrong grid" else (pixels.shape[-2] // 14, pixels.shape[-1] // 14)
         return ImageFeatures(roles, patches, grid)
 
-    def encode_text(self, texts, prefix=None):
+    def encode_image(self, pixels, request=None):
+        f = super().encode_image(pixels, request)
+        # defects that only a backbone overriding the base class's encode_image can have
+        if self.defect == "unnormalised":
+            f.patches = f.patches * 2
+        if self.defect == "float64":
+            f.globals = {k: v.double() for k, v in f.globals.items()}
+        if self.defect == "weight dtype":
+            raw = self.image_features(pixels, request)
+            f.globals = {k: F.normalize(v, dim=-1) for k, v in raw.globals.items()}
+        return f
+
+    def encode_text(self, texts, prefix=None, **kwargs):
+        if self.defect == "any prefix" and prefix is not None:
+            prefix = prefix[:, :8]  # skips the base class's width check
+        return super().encode_text(texts, prefix, **kwargs)
+
+    def text_features(self, texts, prefix=None):
         out = torch.stack([self.bytes[torch.tensor(list(t.encode()))].mean(0) for t in texts])
         if prefix is not None:
-            if prefix.shape[-1] != 8:
-                if self.defect != "any prefix":
-                    raise ConfigError("wrong prompt width")
-                prefix = prefix[:, :8]
             p = prefix.detach() if self.defect == "detached prefix" else prefix
             out = out + p.to(out.dtype).mean(0)
-        return F.normalize(out.float(), dim=-1)
+        return out
 
 
 def test_a_correct_backbone_passes():
@@ -224,7 +231,7 @@ class BadHead(ImageHead):
     [
         (BadHead("inverted"), "higher must mean more anomalous"),
         (BadHead("shape"), r"returned torch.Size\(\[3, 1\]\), expected \(3,\)"),
-        (torch.nn.Identity(), "neither a zsad.heads.base.ImageHead nor a PixelHead"),
+        (torch.nn.Identity(), "neither a zsad.heads.base.ImageHead, a PixelHead nor a ReferenceMemory"),
     ],
 )
 def test_check_head_names_the_defect(head, message):

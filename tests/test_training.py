@@ -257,12 +257,12 @@ def test_empty_or_unknown_class_is_refused(tmp_path):
 
 def test_prompt_width_mismatch_is_refused(tmp_path):
     # the fixture prompts are 64 wide; the tiny random TIPS text tower takes 32
-    bad = {"backbone_checkpoint": None, "image_size": 28, "backbone.options": {"random_arch": {}},
+    bad = {"backbone_checkpoint": None, "image_size": 28, "backbone.options": {"random_config": "tiny"},
            "prompt_checkpoint": str(FIXTURE / "learnable_params.pth")}
     with pytest.raises(ConfigError, match="64 wide.*32"):
         _run(tmp_path / "out", overrides=bad)
     tiny = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None, image_size=28,
-                                backbone_options={"random_arch": {}}, device="cpu")
+                                backbone_options={"random_config": "tiny"}, device="cpu")
     trainer = PromptTrainer(tiny)
     with pytest.raises(ConfigError, match="do not fit"):
         trainer.set_tokens(torch.zeros(8, 64), torch.zeros(8, 64))
@@ -270,7 +270,7 @@ def test_prompt_width_mismatch_is_refused(tmp_path):
 
 def test_backbone_or_strategy_without_learnable_prompts_is_refused():
     det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None, image_size=28,
-                               backbone_options={"random_arch": {}}, device="cpu", prompt_strategy="fixed")
+                               backbone_options={"random_config": "tiny"}, device="cpu", prompt_strategy="fixed")
     with pytest.raises(ConfigError, match="no learnable prompt tokens"):
         PromptTrainer(det)
     det.backbone.supports_learnable_prompts = False
@@ -280,7 +280,7 @@ def test_backbone_or_strategy_without_learnable_prompts_is_refused():
 
 def test_step_checks_masks():
     det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None, image_size=28,
-                               backbone_options={"random_arch": {}}, device="cpu")
+                               backbone_options={"random_config": "tiny"}, device="cpu")
     trainer = PromptTrainer(det)
     image = np.zeros((20, 30, 3), np.uint8)
     with pytest.raises(DatasetError, match="30x20"):

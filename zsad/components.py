@@ -86,6 +86,10 @@ for _name, _desc in (
 ):
     HEADS.add_lazy(_name, f"zsad.heads.image:{_name.lower()}", _desc)
 HEADS.add_lazy("pixel_map", "zsad.heads.pixel:PixelMapHead", "Upsampled, Gaussian-smoothed patch anomaly map.")
+HEADS.add_lazy("winclip", "zsad.heads.winclip:winclip_image", "WinCLIP: p_a of the image embedding.")
+HEADS.add_lazy("winclip_map", "zsad.heads.winclip:winclip_map", "WinCLIP: harmonic aggregation of window scores.")
+HEADS.add_lazy("patch_memory", "zsad.heads.memory:patch_memory", "Normal references: nearest reference patch.")
+HEADS.add_lazy("winclip_memory", "zsad.heads.winclip:winclip_memory", "WinCLIP+ references: patches and windows.")
 
 _RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 for _path in sorted(_RECIPE_DIR.glob("*.json")):

@@ -62,19 +62,36 @@ class PromptConfig(_Frozen):
 
 
 class HeadConfig(_Frozen):
-    """Image-score and pixel-map heads."""
+    """Image-score and pixel-map heads, the memory of normal references, and how similarities are scaled."""
 
     image_heads: tuple[str, ...] = Field(("S1", "S2", "S3", "S4", "S5"), description="Image scores to compute.")
     image_score: str = Field("S5", description="The image score reported as `pred_score`.")
     pixel: str = Field("pixel_map", description="Registered pixel head.")
     sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the pixel map, in input pixels.")
     truncate: float = Field(4.0, gt=0, description="Gaussian kernel radius in sigmas.")
+    memory: str = Field("patch_memory", description="Registered memory of normal references (few-shot).")
+    temperature: float | None = Field(
+        None, gt=0, description="Fixed softmax temperature of every image-text similarity (WinCLIP, AnomalyCLIP: "
+        "0.07); null = the backbone's own similarity."
+    )
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments of the head factories, by head name (e.g. "
+        '`{"winclip_map": {"scales": [2, 3]}}`).',
+    )
 
     @model_validator(mode="after")
     def _score_is_computed(self) -> "HeadConfig":
         if self.image_score not in self.image_heads:
             raise ValueError(
                 f"image_score {self.image_score!r} is not among image_heads {list(self.image_heads)}; add it there."
+            )
+        used = {*self.image_heads, self.pixel, self.memory}
+        unused = sorted(set(self.options) - used)
+        if unused:
+            raise ValueError(
+                f"options are given for {unused}, which are not among the heads of this config {sorted(used)}; "
+                "key options by the name of an image head, the pixel head or the memory."
             )
         return self
 
@@ -85,6 +102,11 @@ class PreprocessConfig(_Frozen):
     image_size: int = Field(518, gt=0, description="Square model input size (a multiple of the patch size).")
     resample: Literal["bilinear", "bicubic", "nearest"] | None = Field(
         None, description="PIL resize filter; None = the backbone's (bilinear for TIPS)."
+    )
+    resize_backend: Literal["pil", "torch"] = Field(
+        "pil",
+        description="'pil': PIL resize of the 8-bit image (official Tipsomaly); 'torch': float32 torch resize with "
+        "antialias, no rounding or clamping (torchvision on tensors, as anomalib).",
     )
     exif_transpose: bool = Field(False, description="Apply EXIF orientation before resizing (official: no).")
     high_bit_depth: Literal["error", "scale", "clip"] = Field(
@@ -144,11 +166,13 @@ class DetectorConfig(_Frozen):
         for key, value in overrides.items():
             path = OVERRIDE_ALIASES.get(key, key).split(".")
             node = data
-            for part in path[:-1]:
+            for depth, part in enumerate(path[:-1]):
+                if part not in node and "options" in path[:depth]:  # e.g. heads.options.<head>.<name>
+                    node[part] = {}
                 if not isinstance(node.get(part), dict):
                     raise ConfigError(_unknown_override(key))
                 node = node[part]
-            if path[-1] not in node and not (len(path) > 1 and path[-2] == "options"):
+            if path[-1] not in node and "options" not in path[:-1]:
                 raise ConfigError(_unknown_override(key))
             node[path[-1]] = value
         return DetectorConfig.from_dict(data, source="overrides")
@@ -169,6 +193,10 @@ OVERRIDE_ALIASES = {
     "pixel_head": "heads.pixel",
     "sigma": "heads.sigma",
     "truncate": "heads.truncate",
+    "memory": "heads.memory",
+    "temperature": "heads.temperature",
+    "head_options": "heads.options",
+    "resize_backend": "preprocess.resize_backend",
     "image_size": "preprocess.image_size",
     "resample": "preprocess.resample",
     "exif_transpose": "preprocess.exif_transpose",
@@ -184,7 +212,7 @@ def _unknown_override(key: str) -> str:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return (
         f"Unknown recipe override {key!r}.{hint} Use one of {', '.join(names)}, a dotted path such as "
-        "'heads.sigma', or 'backbone.options.<name>' / 'prompts.options.<name>'."
+        "'heads.sigma', or 'backbone.options.<name>' / 'prompts.options.<name>' / 'heads.options.<head>.<name>'."
     )
 
 

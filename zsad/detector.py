@@ -1,12 +1,13 @@
 """The :class:`Detector`: a backbone, a prompt strategy and scoring heads assembled from a recipe.
 
 The data path of one prediction is a straight line: input loading -> backbone -> prompts (cached prototypes) ->
-heads -> :class:`~zsad.results.AnomalyResult`.
+heads (fused with the class's normal references, if any) -> :class:`~zsad.results.AnomalyResult`. The per-batch
+scoring is :class:`zsad.heads.scoring.BatchScorer`; the detector adds loading, prototypes and per-class state.
 
 Example (a tiny random model; real recipes download weights on first use):
     >>> from zsad import Detector
     >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed",
-    ...                            prompt_checkpoint=None, image_size=56, backbone_options={"random_arch": {}},
+    ...                            prompt_checkpoint=None, image_size=56, backbone_options={"random_config": "tiny"},
     ...                            device="cpu")
     >>> import numpy as np
     >>> r = det.predict(np.zeros((40, 60, 3), np.uint8), class_name="metal_nut")
@@ -19,7 +20,6 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence, overload
 
@@ -27,26 +27,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zsad.components import create_backbone, create_head, create_prompts, get_recipe
+from zsad.components import create_backbone, create_prompts, get_recipe
 from zsad.config import DetectorConfig
 from zsad.errors import ConfigError, ImageError
-from zsad.heads.base import ImageHead, PixelHead, ScoreInputs
+from zsad.heads.base import ImageHead, PixelHead
+from zsad.heads.memory import ReferenceMemory
+from zsad.heads.scoring import BatchScorer, BatchScores, build_scorer
 from zsad.io import prepare_batch
-from zsad.prompts.templates import normalize_class_name
 from zsad.results import AnomalyResult
 
 __all__ = ["Detector", "BatchScores"]
 
 ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | torch.Tensor
-
-
-@dataclass
-class BatchScores:
-    """Everything one forward pass computes for a batch (tensors on the detector's device, fp32)."""
-
-    scores: dict[str, torch.Tensor]  # name -> (B,)
-    maps: torch.Tensor  # (B, S, S) smoothed pixel maps at the model input size
-    inputs: ScoreInputs  # probabilities the heads scored
+_REFERENCES_FILE = "references.safetensors"
 
 
 def _default_device() -> str:
@@ -93,11 +86,9 @@ class Detector:
         self.backbone.to(device=self.device, dtype=self.dtype).eval()
         self.backbone.requires_grad_(False)
         self.prompts = create_prompts(config.prompts.strategy, config.prompts)
-        if hasattr(self.prompts, "bind"):
-            self.prompts.bind(self.backbone)
+        self.prompts.bind(self.backbone)
         self.prompts.to(self.device)
-        self.image_heads: dict[str, ImageHead] = {name: create_head(name) for name in config.heads.image_heads}
-        self.pixel_head: PixelHead = create_head(config.heads.pixel, sigma=config.heads.sigma, truncate=config.heads.truncate)
+        self.scorer: BatchScorer = build_scorer(self.backbone, config.heads)
         self._cache: dict[tuple, torch.Tensor] = {}
         self._warned_untrained = False
 
@@ -136,33 +127,152 @@ class Detector:
         return cls(config, **kwargs)
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Save the configuration (and learned prompt tokens, if any) to *folder*; see :meth:`load`."""
+        """Save the configuration, trained prompt tokens and normal references (if any) to *folder*; see :meth:`load`.
+
+        Files: ``config.json``, ``prompts.safetensors`` (learnable tokens that were trained or loaded) and
+        ``references.safetensors`` (the normal references of every class).
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config
-        learned = getattr(self.prompts, "learned", self.prompts)
-        if hasattr(learned, "save") and getattr(learned, "T_n", None) is not None and getattr(learned, "trained", True):
-            learned.save(folder / "prompts.safetensors")
+        if self.prompts.has_learnable_tokens and self.prompts.trained:
+            self.prompts.save_tokens(folder / "prompts.safetensors")
             config = config.with_overrides(prompt_checkpoint="prompts.safetensors")
+        references = folder / _REFERENCES_FILE
+        if self.memory.counts():
+            self.memory.save(references, self.config.heads.memory)
+        elif references.exists():
+            references.unlink()  # a folder reused for a detector without references must not keep old ones
         config.save(folder / "config.json")
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike, **kwargs: Any) -> "Detector":
-        """Load a detector saved with :meth:`save`."""
+        """Load a detector saved with :meth:`save` (configuration, prompt tokens and normal references)."""
         folder = Path(folder)
         config = DetectorConfig.load(folder / "config.json")
         ckpt = config.prompts.checkpoint
         if ckpt and not Path(ckpt).is_absolute() and (folder / ckpt).is_file():
             config = config.with_overrides(prompt_checkpoint=str(folder / ckpt))
-        return cls(config, **kwargs)
+        detector = cls(config, **kwargs)
+        if (folder / _REFERENCES_FILE).is_file():
+            detector.memory.load(folder / _REFERENCES_FILE, config.heads.memory, detector.device)
+        return detector
+
+    # -- components ----------------------------------------------------------------------------------------------
+    @property
+    def image_heads(self) -> dict[str, ImageHead]:
+        """The image heads by name."""
+        return dict(self.scorer.image_heads.items())
+
+    @property
+    def pixel_head(self) -> PixelHead:
+        """The pixel head."""
+        return self.scorer.pixel_head
+
+    @property
+    def memory(self) -> ReferenceMemory:
+        """The head-side memory holding the normal references of each class."""
+        return self.scorer.memory
+
+    # -- normal references (few-shot) ------------------------------------------------------------------------------
+    def add_references(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        class_name: str,
+        *,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> "Detector":
+        """Add normal reference images of ``class_name``: from now on its predictions are few-shot.
+
+        The references are loaded and preprocessed exactly like :meth:`predict` inputs (any size or mode),
+        encoded, and kept by the recipe's memory (:mod:`zsad.heads.memory`); a second call adds to the class's
+        references. Other classes stay zero-shot. :meth:`save` persists them.
+
+        Args:
+            images: one input or a list (paths, PIL images, arrays, tensors; see :meth:`predict`).
+            class_name: the class key, exactly as it will be passed to :meth:`predict`.
+            batch_size: images per forward pass (default: the recipe's).
+            progress: show a progress bar (default: when there is more than one batch).
+
+        Raises:
+            ImageError: no images, or images that cannot be loaded (all of them named).
+
+        Example (tiny random weights):
+            >>> import numpy as np
+            >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed",
+            ...                            prompt_checkpoint=None, image_size=56, device="cpu",
+            ...                            backbone_options={"random_config": "tiny"})
+            >>> det.add_references([np.full((40, 60, 3), 90, np.uint8)], class_name="nut").references
+            {'nut': 1}
+            >>> det.clear_references("nut").references
+            {}
+        """
+        single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.ndim == 4)
+        items = [images] if single or isinstance(images, torch.Tensor) else list(images)
+        if not items or (isinstance(images, torch.Tensor) and images.shape[0] == 0):
+            raise ImageError(f"add_references() got no images for class {class_name!r}; pass at least one normal image.")
+        pixels = self._preprocess_references(items, class_name)
+        size = batch_size or self.config.batch_size
+        request = self.scorer.reference_request()
+        from tqdm.auto import tqdm
+
+        show = progress if progress is not None else pixels.shape[0] > size
+        parts: list[dict[str, torch.Tensor]] = []
+        with torch.inference_mode(), tqdm(total=pixels.shape[0], disable=not show, unit="img",
+                                          desc=f"zsad references ({class_name})") as bar:
+            for chunk in pixels.split(size):
+                features = self.backbone.encode_image(chunk.to(self.device), request)
+                parts.append(self.memory.entries(features))
+                bar.update(chunk.shape[0])
+        entries = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        self.memory.add(class_name, entries, images=int(pixels.shape[0]))
+        return self
+
+    def _preprocess_references(self, items: list, class_name: str) -> torch.Tensor:
+        """Preprocess every reference; name all that fail (not only the first)."""
+        failures: list[str] = []
+        tensors: list[torch.Tensor] = []
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            def one(item):
+                try:
+                    return self.preprocess([item]).pixels, None
+                except ImageError as exc:
+                    return None, f"{item if isinstance(item, (str, os.PathLike)) else type(item).__name__}: {exc}"
+
+            for pixels, error in pool.map(one, items):
+                if error is not None:
+                    failures.append(error)
+                else:
+                    tensors.append(pixels)
+        if failures:
+            listed = "\n  ".join(failures)
+            raise ImageError(
+                f"{len(failures)} of {len(items)} reference image(s) for class {class_name!r} cannot be used; no "
+                f"reference was added:\n  {listed}"
+            )
+        return torch.cat(tensors)
+
+    def clear_references(self, class_name: str | None = None) -> "Detector":
+        """Forget the normal references of ``class_name`` (or of every class): it is scored zero-shot again."""
+        self.memory.clear(class_name)
+        return self
+
+    @property
+    def references(self) -> dict[str, int]:
+        """Number of normal reference images per class (classes without references are zero-shot)."""
+        return self.memory.counts()
 
     # -- prototypes --------------------------------------------------------------------------------------------
     def prototypes(self, class_names: Sequence[str], kind: Literal["global", "local"] = "global") -> torch.Tensor:
-        """Text prototypes ``(C, 2, D)`` (``(1, 2, D)`` for class-agnostic local prompts), cached per class."""
+        """Text prototypes ``(C, 2, D)`` (``(1, 2, D)`` for class-agnostic local prompts), cached per class.
+
+        Class names are passed to the prompt strategy as given (it decides how they are written into prompts).
+        """
         token = self.prompts.cache_token(kind)
         agnostic = kind == "local" and self.prompts.class_agnostic_local
-        names = ["*"] if agnostic else [normalize_class_name(c) for c in class_names]
+        names = ["*"] if agnostic else list(class_names)
         missing = [c for c in dict.fromkeys(names) if (token, c) not in self._cache]
         if missing:
             with torch.no_grad():
@@ -178,24 +288,18 @@ class Detector:
 
     # -- scoring -----------------------------------------------------------------------------------------------
     def score_pixels(self, pixels: torch.Tensor, class_names: Sequence[str]) -> BatchScores:
-        """Score a preprocessed batch ``(B, 3, S, S)``; ``class_names`` has one entry per image."""
+        """Score a preprocessed batch ``(B, 3, S, S)``; ``class_names`` has one entry per image.
+
+        Images of classes with normal references are scored few-shot (see :meth:`add_references`).
+        """
         self._warn_if_untrained()
-        features = self.backbone.encode_image(pixels.to(self.device))
         g_f = self.prototypes(class_names, "global")  # (B, 2, D)
         g_l = self.prototypes(class_names, "local")  # (B or 1, 2, D)
-        global_probs = {
-            role: self.backbone.probabilities(vec.unsqueeze(1), g_f).squeeze(1) for role, vec in features.globals.items()
-        }
-        patch_probs = self.backbone.probabilities(features.patches, g_l)
-        inputs = ScoreInputs(global_probs, patch_probs, features.grid)
-        scores = {name: head(inputs).float() for name, head in self.image_heads.items()}
-        size = tuple(pixels.shape[-2:])
-        maps = self.pixel_head(patch_probs, features.grid, size)
-        return BatchScores(scores, maps, inputs)
+        banks = [self.memory.bank(c) for c in class_names]
+        return self.scorer(pixels.to(self.device), g_f, g_l, banks if any(b is not None for b in banks) else None)
 
     def _warn_if_untrained(self) -> None:
-        learned = getattr(self.prompts, "learned", self.prompts)
-        if getattr(learned, "trained", True) is False and not self._warned_untrained:
+        if not self.prompts.trained and not self._warned_untrained:
             self._warned_untrained = True
             warnings.warn(
                 "The learnable prompts of this detector are untrained (random initialisation): pixel maps and "
@@ -216,6 +320,7 @@ class Detector:
             exif_transpose=pre.exif_transpose,
             high_bit_depth=pre.high_bit_depth,
             executor=executor,
+            backend=pre.resize_backend,
         )
 
     def iter_batches(
@@ -261,7 +366,8 @@ class Detector:
         Args:
             inputs: one input or a list. An input is a file path, a ``PIL.Image``, an ``HxWx3`` uint8 RGB array, or
                 a ``3xHxW`` / ``Bx3xHxW`` float tensor in [0, 1] (a 4-D tensor yields one result per image).
-            class_name: the object class in the prompts ("metal_nut" -> "metal nut"); one name for all inputs or
+            class_name: the object class (its prompts are built from it, e.g. "metal_nut" -> "metal nut" for the
+                Tipsomaly recipes; its normal references are used if it has any); one name for all inputs or
                 one per input.
             map_size: ``"original"`` (maps at each input's size) or ``"input"`` (at the model input size).
             batch_size: images per forward pass (default: the recipe's).

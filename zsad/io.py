@@ -36,7 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zsad.errors import ImageError
 
-__all__ = ["load_image", "prepare", "PreparedBatch", "prepare_batch", "IMAGE_EXTENSIONS"]
+__all__ = ["load_image", "prepare", "PreparedBatch", "prepare_batch", "resize_tensor", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
@@ -132,13 +132,35 @@ def _to_rgb(image: Image.Image, what: str, high_bit_depth: str) -> Image.Image:
         raise ImageError(f"Cannot convert {what} from mode {image.mode} to RGB: {exc}.") from exc
 
 
-def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None, std=None):
-    """Resize an RGB PIL image to ``size x size`` and return a ``(3, size, size)`` float tensor in [0, 1]."""
+def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None, std=None, backend: str = "pil"):
+    """Resize an RGB PIL image to ``size x size`` and return a ``(3, size, size)`` float tensor (normalised if asked).
+
+    ``backend="pil"`` resizes the 8-bit image with PIL (the official Tipsomaly pipeline); ``"torch"`` converts to
+    float32 in [0, 1] first and resizes with :func:`resize_tensor` (torchvision's resize of float tensors, as
+    anomalib): no rounding, no clamping, so bicubic values may overshoot [0, 1].
+    """
     import torch
 
+    if backend == "torch":
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+        return _normalize(resize_tensor(tensor[None], size, resample)[0], mean, std)
     resized = image.resize((size, size), _RESAMPLE[resample])
     tensor = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
     return _normalize(tensor, mean, std)
+
+
+def resize_tensor(batch, size: int, resample: str = "bilinear"):
+    """Resize a float ``(B, C, H, W)`` batch to ``size x size`` with torch (antialiased unless ``nearest``).
+
+    A batch already at that size is returned unchanged.
+    """
+    import torch.nn.functional as F
+
+    if tuple(batch.shape[-2:]) == (size, size):
+        return batch
+    if resample == "nearest":
+        return F.interpolate(batch, size=(size, size), mode="nearest")
+    return F.interpolate(batch, size=(size, size), mode=resample, align_corners=False, antialias=True)
 
 
 def _normalize(tensor, mean, std):
@@ -159,9 +181,8 @@ class PreparedBatch:
     paths: list[str | None]
 
 
-def _tensor_items(tensor, size: int, mean, std) -> list[tuple[Any, tuple[int, int]]]:
+def _tensor_items(tensor, size: int, mean, std, resample: str = "bilinear") -> list[tuple[Any, tuple[int, int]]]:
     import torch
-    import torch.nn.functional as F
 
     if not torch.is_floating_point(tensor):
         raise ImageError(
@@ -177,10 +198,7 @@ def _tensor_items(tensor, size: int, mean, std) -> list[tuple[Any, tuple[int, in
             f"[{float(batch.min()):.3g}, {float(batch.max()):.3g}]); divide by 255 or undo any normalisation."
         )
     h, w = batch.shape[-2:]
-    pixels = batch.float()
-    if (h, w) != (size, size):
-        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    pixels = _normalize(pixels.cpu(), mean, std)
+    pixels = _normalize(resize_tensor(batch.float(), size, resample).cpu(), mean, std)
     return [(p, (int(h), int(w))) for p in pixels]
 
 
@@ -194,8 +212,12 @@ def prepare_batch(
     exif_transpose: bool = False,
     high_bit_depth: Literal["error", "scale", "clip"] = "error",
     executor: Executor | None = None,
+    backend: Literal["pil", "torch"] = "pil",
 ) -> PreparedBatch:
     """Load and preprocess a list of inputs (tensors may carry several images) into one batch.
+
+    Images are resized by ``backend`` (see :func:`prepare`); tensors always with torch, bilinear for the ``pil``
+    backend and ``resample`` for the ``torch`` one.
 
     With an ``executor`` (e.g. a thread pool) the images are decoded and resized in parallel; Pillow releases the
     GIL while it works, so threads help. The order of the batch is the order of ``inputs``.
@@ -204,10 +226,11 @@ def prepare_batch(
 
     def one(item: Any) -> list[tuple[Any, tuple[int, int], str | None]]:
         if isinstance(item, torch.Tensor):
-            return [(p, hw, None) for p, hw in _tensor_items(item, size, mean, std)]
+            mode = resample if backend == "torch" else "bilinear"
+            return [(p, hw, None) for p, hw in _tensor_items(item, size, mean, std, mode)]
         image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)
         path = str(item) if isinstance(item, (str, os.PathLike)) else None
-        return [(prepare(image, size, resample, mean, std), (image.height, image.width), path)]
+        return [(prepare(image, size, resample, mean, std, backend), (image.height, image.width), path)]
 
     for item in inputs:  # decode PIL images here: one lazily opened image must not be read by two threads at once
         if isinstance(item, Image.Image):

@@ -63,12 +63,12 @@ def test_dense_readout_is_selectable_in_a_recipe():
     assert get_recipe("tipsomaly_v2").backbone.options == {"dense_readout": "value"}
     assert "dense_readout" not in get_recipe("tipsomaly").backbone.options  # Tipsomaly: plain final tokens
     det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed", prompt_checkpoint=None,
-                               image_size=56, device="cpu", backbone_options={"random_arch": {}, "dense_readout": "value"})
+                               image_size=56, device="cpu", backbone_options={"random_config": "tiny", "dense_readout": "value"})
     assert det.backbone.dense_readout == "value"
     det = Detector.from_recipe("tipsomaly_v2", backbone_checkpoint=None, image_size=56, device="cpu",
-                               backbone_options={"random_arch": {}})
+                               backbone_options={"random_config": "tiny"})
     assert det.backbone.dense_readout == "value" and det.config.prompts.strategy == "fixed"
     r = det.predict(np.zeros((30, 40, 3), np.uint8), class_name="pipe_fryum")
     assert r.anomaly_map.shape == (30, 40)
     with pytest.raises(ConfigError, match="dense_readout must be 'final' or 'value'"):
-        create_tips(random_arch={}, dense_readout="values")
+        create_tips(random_config="tiny", dense_readout="values")

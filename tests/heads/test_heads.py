@@ -35,7 +35,7 @@ def test_image_scores():
 def test_pixel_map_sigmoid_blend_and_zero_sigma():
     probs = torch.tensor([[[0.2, 0.6]] * 4])
     head = PixelMapHead(sigma=0)
-    out = head(probs, (2, 2), (4, 4))
+    out = head(ScoreInputs({}, probs, (2, 2)), (4, 4))
     torch.testing.assert_close(out, torch.full((1, 4, 4), 0.7))
     with pytest.raises(Exception, match="sigma"):
         PixelMapHead(sigma=-1)

@@ -11,7 +11,13 @@ Outputs:
 * **patches**: the patch tokens after ``ln_post`` projected into the joint space, ``tokens @ visual.proj``
   (the same map the class token goes through, so patches and texts are compared in one space);
 * **similarity**: ``softmax(logit_scale.exp() * cos)`` over [normal, abnormal]; models trained with a sigmoid
-  loss (a ``logit_bias``, e.g. open_clip's SigLIP ports) use ``sigmoid(scale * cos + bias)`` per class.
+  loss (a ``logit_bias``, e.g. open_clip's SigLIP ports) use ``sigmoid(scale * cos + bias)`` per class;
+* **windows** (``FeatureRequest.window_scales``): the tokens entering the tower (class token, patch tokens and
+  position embeddings, before ``ln_pre``) are gathered per ``s x s`` window; every window is one short
+  ``(1 + s²)``-token sequence through ``ln_pre``, the transformer (attention only inside the window), ``ln_post``
+  and the pooling and projection of the whole image. All windows of a batch run together, batch-first;
+* **unprojected patches**: the patch tokens after ``ln_post``, before ``@ proj`` (the tower's width);
+* **layers** (``FeatureRequest.layers``, 1-based blocks): ``ln_post(h_l) @ proj`` of the patch tokens.
 
 OpenAI weights were trained with QuickGELU: a tag that says so builds its architecture with QuickGELU even when
 the architecture's name lacks ``-quickgelu`` (open_clip itself only warns).
@@ -29,7 +35,7 @@ The text tower is run from its modules (token embedding, position embedding, tra
 ``ln_final``, ``text_projection``); without a prefix this equals open_clip's ``model.encode_text``.
 
 Example (a tiny random model, offline):
-    >>> bb = create_open_clip(None, model_config="tiny")
+    >>> bb = create_open_clip(None, random_config="tiny")
     >>> import torch
     >>> f = bb.encode_image(torch.rand(1, 3, 56, 56))
     >>> f.patches.shape, f.grid, bb.encode_text(["a photo of a nut"]).shape
@@ -50,7 +56,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from zsad.backbones.base import Backbone, ImageFeatures, Preprocessing, l2_normalize
+from zsad.backbones.base import (
+    Backbone,
+    FeatureRequest,
+    ImageFeatures,
+    Preprocessing,
+    sliding_windows,
+)
 from zsad.errors import CheckpointError, ConfigError, WeightsError, require
 
 __all__ = ["TINY_CLIP_CONFIG", "OpenClipBackbone", "create_open_clip", "split_checkpoint"]
@@ -65,6 +77,8 @@ TINY_CLIP_CONFIG: dict[str, Any] = {
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _SCHEMAS = ("hf-hub:", "local-dir:")
+#: window sequences per forward pass of the tower (bounds the memory of window embeddings)
+_WINDOW_CHUNK = 4096
 
 
 def split_checkpoint(checkpoint: str) -> tuple[str, str | None]:
@@ -127,6 +141,9 @@ class OpenClipBackbone(Backbone):
         self._text = _TextTower.of(model)
         self.supports_learnable_prompts = self._text is not None and self._text.supports_prefix
         self.prompt_width = int(self._text.width) if self._text is not None else 0
+        self.supports_windows = True
+        self.supports_unprojected_patches = True
+        self.vision_layers = len(visual.transformer.resblocks)
         self.eval()
 
     # -- images ------------------------------------------------------------------------------------------------
@@ -139,61 +156,89 @@ class OpenClipBackbone(Backbone):
         img = F.interpolate(img, size=grid, mode="bicubic", antialias=True, align_corners=False)
         return torch.cat([pos[:1], img.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)])
 
-    def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
+    def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens entering the tower (class token + patches + position embeddings, before ``ln_pre``)."""
         v = self.model.visual
-        _, _, height, width = pixels.shape
-        for side in (height, width):
-            self.check_image_size(side)
-        grid = (height // self.patch_size, width // self.patch_size)
+        grid = (pixels.shape[-2] // self.patch_size, pixels.shape[-1] // self.patch_size)
         x = v.conv1(pixels.to(v.conv1.weight.dtype))  # (B, width, rows, cols)
         x = x.flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self._positions(grid).to(x.dtype)
-        x = v.ln_pre(v.patch_dropout(x))
-        x = v.transformer(x)
+        return v.patch_dropout(x), grid
+
+    def _blocks(self, x: torch.Tensor, collect: Sequence[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Run the tower's blocks on batch-first tokens; also return the outputs of the ``collect`` blocks (1-based)."""
+        transformer = self.model.visual.transformer
+        if not collect:
+            return transformer(x), {}
+        batch_first = getattr(transformer, "batch_first", True)
+        h = x if batch_first else x.transpose(0, 1)
+        out = {}
+        for index, block in enumerate(transformer.resblocks, 1):
+            h = block(h)
+            if index in collect:
+                out[index] = h if batch_first else h.transpose(0, 1)
+        return (h if batch_first else h.transpose(0, 1)), out
+
+    def _pool(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pooled, patch tokens)`` after ``ln_post`` as the model pools (class token or average)."""
+        v = self.model.visual
         if getattr(v, "final_ln_after_pool", False):
             pooled = v.ln_post(x[:, 0] if v.pool_type == "tok" else x[:, 1:].mean(dim=1))
-            tokens = v.ln_post(x[:, 1:])
-        else:
-            x = v.ln_post(x)
-            pooled = x[:, 0] if v.pool_type == "tok" else x[:, 1:].mean(dim=1)
-            tokens = x[:, 1:]
-        if v.proj is not None:
-            pooled, tokens = pooled @ v.proj, tokens @ v.proj
-        g = l2_normalize(pooled)
-        return ImageFeatures(globals={"object": g, "spatial": g}, patches=l2_normalize(tokens), grid=grid)
+            return pooled, v.ln_post(x[:, 1:])
+        x = v.ln_post(x)
+        return (x[:, 0] if v.pool_type == "tok" else x[:, 1:].mean(dim=1)), x[:, 1:]
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        proj = self.model.visual.proj
+        return x @ proj if proj is not None else x
+
+    def image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
+        v = self.model.visual
+        tokens_in, grid = self._embed(pixels)
+        x, collected = self._blocks(v.ln_pre(tokens_in), request.layers)
+        pooled, tokens = self._pool(x)
+        g = self._project(pooled)
+        return ImageFeatures(
+            globals={"object": g, "spatial": g},
+            patches=self._project(tokens),
+            grid=grid,
+            windows={s: self._windows(tokens_in, grid, s) for s in request.window_scales},
+            layers={i: self._project(self._pool(h)[1]) for i, h in collected.items()},
+            unprojected_patches=tokens if request.unprojected_patches else None,
+        )
+
+    def _windows(self, tokens_in: torch.Tensor, grid: tuple[int, int], scale: int) -> torch.Tensor:
+        """``(B, W, D)`` embeddings of every ``scale x scale`` window, each window its own short sequence.
+
+        All windows of the batch run through the tower together (in chunks of ``_WINDOW_CHUNK`` sequences).
+        """
+        v = self.model.visual
+        index = sliding_windows(grid, scale, tokens_in.device)  # (W, s²)
+        b, w = tokens_in.shape[0], index.shape[0]
+        patches = tokens_in[:, 1:][:, index]  # (B, W, s², width)
+        cls = tokens_in[:, :1].unsqueeze(1).expand(b, w, 1, -1)
+        seqs = torch.cat([cls, patches], dim=2).flatten(0, 1)  # (B*W, 1 + s², width)
+        pooled = [
+            self._project(self._pool(self._blocks(v.ln_pre(chunk))[0])[0])
+            for chunk in seqs.split(_WINDOW_CHUNK)
+        ]
+        return torch.cat(pooled).reshape(b, w, -1)
 
     # -- texts -------------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids ``(B, context_length)`` as the model's open_clip tokenizer makes them."""
         return self.tokenizer(list(texts)).long()
 
-    def encode_text(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
         ids = self.tokenize(texts).to(self.device)
         if self._text is None:
-            if prefix is not None:
-                raise ConfigError(self._no_prefix_message())
-            return l2_normalize(self.model.encode_text(ids))
-        if prefix is not None:
-            if not self.supports_learnable_prompts:
-                raise ConfigError(self._no_prefix_message())
-            if prefix.ndim != 2 or prefix.shape[-1] != self.prompt_width:
-                raise ConfigError(
-                    f"Learnable prompt tokens have shape {tuple(prefix.shape)} but this CLIP text tower takes "
-                    f"(n_tokens, {self.prompt_width}); use prompts trained for this backbone."
-                )
-        return l2_normalize(self._text(ids, prefix, sot_id=getattr(self.tokenizer, "sot_token_id", None)))
-
-    def _no_prefix_message(self) -> str:
-        return (
-            f"The text tower of {self.source or 'this open_clip model'} does not take learnable prompt tokens "
-            "(only CLIP-style text transformers do); use prompts.strategy='fixed'."
-        )
+            return self.model.encode_text(ids)
+        return self._text(ids, prefix, sot_id=getattr(self.tokenizer, "sot_token_id", None))
 
     # -- similarity --------------------------------------------------------------------------------------------
-    def logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        sims = features.float() @ prototypes.float().transpose(-1, -2)
-        logits = sims * self.logit_scale
+    def scale_similarities(self, cosine: torch.Tensor) -> torch.Tensor:
+        logits = cosine * self.logit_scale
         return logits + self.logit_bias if self.logit_bias is not None else logits
 
 
@@ -299,6 +344,7 @@ def create_open_clip(
     *,
     image_size: int | None = None,
     model_config: dict | str | None = None,
+    random_config: dict | str | None = None,
     precision: str = "fp32",
     cache_dir: str | None = None,
 ) -> OpenClipBackbone:
@@ -311,16 +357,26 @@ def create_open_clip(
         image_size: input size the position embeddings are resized to at load time (e.g. 518 for the
             ``tipsomaly_clip`` recipe); default: the architecture's.
         model_config: an open_clip model config dict (``{"embed_dim", "vision_cfg", "text_cfg", ...}``) to build
-            instead of a registered architecture, or ``"tiny"`` for :data:`TINY_CLIP_CONFIG` (tests).
+            instead of a registered architecture (its weights from ``checkpoint``), or ``"tiny"`` for
+            :data:`TINY_CLIP_CONFIG`.
+        random_config: random weights for tests and benchmarks (the option every backbone names alike):
+            ``"tiny"`` (:data:`TINY_CLIP_CONFIG`) or an open_clip model config dict; ``checkpoint`` must be None.
         precision: open_clip precision (``"fp32"``; the detector casts with its ``dtype``).
         cache_dir: open_clip's download cache (default: its own).
 
     Example:
-        >>> bb = create_open_clip("zsad-tiny", model_config="tiny", image_size=70)
+        >>> bb = create_open_clip(None, random_config="tiny", image_size=70)
         >>> bb.default_image_size, bb.patch_size, bb.similarity
         (70, 14, 'softmax')
     """
     open_clip = require("open_clip", "clip", "The 'open_clip' backbone (CLIP models)")
+    if random_config is not None:
+        if checkpoint is not None or model_config is not None:
+            raise ConfigError(
+                "backbone.options.random_config builds random weights: set backbone.checkpoint to null and drop "
+                "model_config (use model_config with a weights file instead)."
+            )
+        model_config = random_config
     options: dict[str, Any] = {"precision": precision}
     if image_size is not None:
         if int(image_size) <= 0:

@@ -43,7 +43,6 @@ Example (a tiny random model, offline):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +50,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from zsad.backbones.base import Backbone, ImageFeatures, Preprocessing, l2_normalize
+from zsad._env import offline
+from zsad.backbones.base import Backbone, FeatureRequest, ImageFeatures, Preprocessing
 from zsad.backbones.tokenizers import ByteTokenizer, HFTokenizer
 from zsad.errors import ConfigError, MissingDependencyError, WeightsError, require
 
@@ -126,11 +126,9 @@ class SiglipBackbone(Backbone):
         self.eval()
 
     # -- images ------------------------------------------------------------------------------------------------
-    def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
+    def image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
         vision = self.model.vision_model
         b, c, height, width = pixels.shape
-        for side in (height, width):
-            self.check_image_size(side)
         p = self.patch_size
         rows, cols = height // p, width // p
         dtype = vision.embeddings.patch_embedding.weight.dtype
@@ -147,8 +145,8 @@ class SiglipBackbone(Backbone):
         tokens = out.last_hidden_state
         if self.dense_readout == "head":
             tokens = self._head_readout(tokens)
-        g = l2_normalize(out.pooler_output)
-        return ImageFeatures(globals={"object": g, "spatial": g}, patches=l2_normalize(tokens), grid=(rows, cols))
+        g = out.pooler_output
+        return ImageFeatures(globals={"object": g, "spatial": g}, patches=tokens, grid=(rows, cols))
 
     def _head_readout(self, x: torch.Tensor) -> torch.Tensor:
         """Each token through the MAP head as if the probe attended to it alone (value path + residual MLP)."""
@@ -164,26 +162,20 @@ class SiglipBackbone(Backbone):
         """Token ids ``(B, L)``, lower-cased and padded to the model's text length (64 for the real models)."""
         return self.tokenizer(list(texts))
 
-    def encode_text(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
         text = self.model.text_model
         ids = self.tokenize(texts).to(self.device)
         x = text.embeddings.token_embedding(ids)
         if prefix is not None:
-            if prefix.ndim != 2 or prefix.shape[-1] != self.prompt_width:
-                raise ConfigError(
-                    f"Learnable prompt tokens have shape {tuple(prefix.shape)} but this SigLIP text tower takes "
-                    f"(n_tokens, {self.prompt_width}); use prompts trained for this backbone."
-                )
             tokens = prefix.to(device=x.device, dtype=x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
             x = torch.cat([tokens, x], dim=1)[:, : ids.shape[1]]
         x = text.embeddings(inputs_embeds=x)  # adds the position embeddings 0..L-1
         x = text.final_layer_norm(text.encoder(inputs_embeds=x, attention_mask=None).last_hidden_state)
-        return l2_normalize(text.head(x[:, -1]))
+        return text.head(x[:, -1])
 
     # -- similarity --------------------------------------------------------------------------------------------
-    def logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        sims = features.float() @ prototypes.float().transpose(-1, -2)
-        return sims * self.logit_scale + self.logit_bias
+    def scale_similarities(self, cosine: torch.Tensor) -> torch.Tensor:
+        return cosine * self.logit_scale + self.logit_bias
 
 
 def _model_class(model_type: str, source: str):
@@ -250,7 +242,7 @@ def create_siglip2(
         )
     source = str(checkpoint)
     if local_files_only is None:
-        local_files_only = os.environ.get("ZSAD_OFFLINE", "") not in ("", "0")
+        local_files_only = offline()
     try:
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_files_only)
         model = _model_class(config.model_type, source).from_pretrained(source, local_files_only=local_files_only)

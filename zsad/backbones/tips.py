@@ -40,8 +40,13 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
-from zsad.backbones.base import Backbone, ImageFeatures, Preprocessing, l2_normalize
-from zsad.backbones.tokenizers import MAX_TEXT_LEN, ByteTokenizer, HFTokenizer, SentencePieceTokenizer
+from zsad.backbones.base import Backbone, FeatureRequest, ImageFeatures, Preprocessing
+from zsad.backbones.tokenizers import (
+    MAX_TEXT_LEN,
+    ByteTokenizer,
+    HFTokenizer,
+    SentencePieceTokenizer,
+)
 from zsad.errors import CheckpointError, ConfigError, WeightsError
 
 __all__ = ["TipsArchitecture", "TipsBackbone", "SentencePieceTokenizer", "create_tips", "HEADS_BY_WIDTH"]
@@ -378,12 +383,12 @@ class TipsBackbone(Backbone):
     @classmethod
     def from_hf(cls, repo_or_folder: str, *, local_files_only: bool | None = None, **kwargs: Any) -> "TipsBackbone":
         """Load TIPSv2 from a Hugging Face hub id or a local folder saved with ``save_pretrained``."""
-        import os
-
         from transformers import AutoTokenizer, Tipsv2Model
 
+        from zsad._env import offline
+
         if local_files_only is None:
-            local_files_only = os.environ.get("ZSAD_OFFLINE", "") not in ("", "0")
+            local_files_only = offline()
         try:
             model = Tipsv2Model.from_pretrained(repo_or_folder, local_files_only=local_files_only)
         except OSError as exc:
@@ -401,11 +406,9 @@ class TipsBackbone(Backbone):
         return cls(model.vision_model, model.text_model, tokenizer, temperature, source=repo_or_folder, **kwargs)
 
     # -- contract ----------------------------------------------------------------------------------------------
-    def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
+    def image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
         dtype = self.vision.embeddings.patch_embeddings.projection.weight.dtype
         _, _, height, width = pixels.shape
-        for side in (height, width):
-            self.check_image_size(side)
         out = self.vision(pixel_values=pixels.to(dtype), output_hidden_states=self.dense_readout == "value")
         tokens = out.last_hidden_state
         r = self.num_register_tokens
@@ -413,11 +416,7 @@ class TipsBackbone(Backbone):
         patches = tokens[:, 1 + r :]
         if self.dense_readout == "value":
             patches = self._value_readout(out.hidden_states[-2])[:, 1 + r :]
-        return ImageFeatures(
-            globals={"object": l2_normalize(tokens[:, 0]), "spatial": l2_normalize(tokens[:, 1])},
-            patches=l2_normalize(patches),
-            grid=grid,
-        )
+        return ImageFeatures(globals={"object": tokens[:, 0], "spatial": tokens[:, 1]}, patches=patches, grid=grid)
 
     def _value_readout(self, x: torch.Tensor) -> torch.Tensor:
         """Last block with attention replaced by its value path (MaskCLIP-style dense readout)."""
@@ -431,18 +430,13 @@ class TipsBackbone(Backbone):
         """Token ids ``(B, 64)`` of texts, as the TIPS tokenizer produces them."""
         return self.tokenizer(list(texts))
 
-    def encode_text(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
         ids = self.tokenize(texts).to(self.device)
         valid = (ids != 0).to(torch.long)
         embeddings = self.text.embeddings
         if prefix is None:
             out = self.text(input_ids=ids, attention_mask=valid)
         else:
-            if prefix.ndim != 2 or prefix.shape[-1] != self.prompt_width:
-                raise ConfigError(
-                    f"Learnable prompt tokens have shape {tuple(prefix.shape)} but this TIPS text tower takes "
-                    f"(n_tokens, {self.prompt_width}); use prompts trained for this backbone."
-                )
             tokens = embeddings.token_embedding(ids)
             # The official 'concat' method prepends the prompts AFTER the sqrt(D) scaling; transformers scales
             # inputs_embeds inside, so the prefix is pre-divided (exact for power-of-two sqrt(D), 1 ulp otherwise).
@@ -450,7 +444,7 @@ class TipsBackbone(Backbone):
             inputs = torch.cat([scaled_prefix, tokens], dim=1)[:, : self.max_text_len]
             mask = torch.cat([torch.ones_like(valid[:, : prefix.shape[0]]), valid], dim=1)[:, : self.max_text_len]
             out = self.text(inputs_embeds=inputs, attention_mask=mask)
-        return l2_normalize(out.pooler_output)
+        return out.pooler_output
 
 
 def _find_one(folder: Path, patterns: tuple[str, ...], what: str) -> Path:
@@ -473,14 +467,39 @@ def _looks_like_hub_id(spec: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", spec)) and not Path(spec).exists()
 
 
-def create_tips(checkpoint: str | Path | None = None, *, dense_readout: str = "final", random_arch: dict | None = None) -> TipsBackbone:
+def create_tips(
+    checkpoint: str | Path | None = None,
+    *,
+    dense_readout: str = "final",
+    random_config: dict | str | None = None,
+    random_arch: dict | None = None,
+) -> TipsBackbone:
     """Build a TIPS backbone from a folder, a known checkpoint name, or a Hugging Face id (see module docs).
 
-    ``random_arch`` (a dict of :class:`TipsArchitecture` fields, or ``{}`` for the tiny default) builds random
-    weights instead, for tests and benchmarks.
+    ``random_config`` builds random weights instead, for tests and benchmarks (the option every backbone names
+    alike): ``"tiny"`` (or ``{}``) for :meth:`TipsArchitecture.tiny`, or a dict of :class:`TipsArchitecture`
+    fields. ``random_arch`` is its former name (deprecated).
+
+    Example:
+        >>> create_tips(random_config="tiny").embed_dim
+        32
     """
     if random_arch is not None:
-        arch = TipsArchitecture(**random_arch) if random_arch else TipsArchitecture.tiny()
+        import warnings
+
+        warnings.warn("backbone.options.random_arch is deprecated; use random_config (same values).",
+                      DeprecationWarning, stacklevel=2)
+        random_config = random_arch if random_config is None else random_config
+    if random_config is not None:
+        if random_config in ("tiny", {}):
+            arch = TipsArchitecture.tiny()
+        elif isinstance(random_config, dict):
+            try:
+                arch = TipsArchitecture(**random_config)
+            except TypeError as exc:
+                raise ConfigError(f"backbone.options.random_config is not a set of TipsArchitecture fields: {exc}.") from exc
+        else:
+            raise ConfigError(f"backbone.options.random_config must be 'tiny' or a dict, got {random_config!r}.")
         return TipsBackbone.random(arch, dense_readout=dense_readout)
     if checkpoint is None:
         raise ConfigError(

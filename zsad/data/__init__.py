@@ -6,6 +6,7 @@ This package knows no model (numpy and Pillow only).
   image folders into an :class:`AnomalyDataset` of :class:`Sample` s.
 * :func:`list_images` resolves files, folders and globs to image paths (for prediction).
 * :mod:`zsad.data.masks`: masks read and resized exactly as the official Tipsomaly loader does.
+* :func:`draw_references` draws K normal training images per class with a seed (the few-shot protocol).
 * :func:`prepare_dataset` writes meta.json for the 14 benchmark datasets from their published raw layouts.
 
 Example:
@@ -54,6 +55,7 @@ from zsad.data.readers import (
     read_mvtec_folders,
 )
 from zsad.data.samples import AnomalyDataset, Sample
+from zsad.data.shots import draw_references
 
 __all__ = [
     "DATASET_CLASSES",
@@ -67,6 +69,7 @@ __all__ = [
     "canonical_dataset_name",
     "check_mask_values",
     "dataset_task",
+    "draw_references",
     "default_prompt_type",
     "is_binary_mask",
     "list_images",

@@ -1,5 +1,7 @@
 """The pixel anomaly map: patch probabilities -> bilinear upsampling -> Gaussian smoothing, batched in torch.
 
+Reference evidence (few-shot) is rendered the same way: bilinear upsampling, then the same Gaussian.
+
 Steps (the official Tipsomaly ``regrid_upsample_smooth``):
 
 1. reshape the ``(B, N, 2)`` patch probabilities to ``(B, 2, rows, cols)``;
@@ -12,8 +14,9 @@ Steps (the official Tipsomaly ``regrid_upsample_smooth``):
 Example:
     >>> import torch
     >>> head = PixelMapHead(sigma=4)
+    >>> from zsad.heads.base import ScoreInputs
     >>> probs = torch.softmax(torch.randn(2, 16, 2), dim=-1)
-    >>> head(probs, (4, 4), (56, 56)).shape
+    >>> head(ScoreInputs({}, probs, (4, 4)), (56, 56)).shape
     torch.Size([2, 56, 56])
 """
 
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from zsad.errors import ConfigError
-from zsad.heads.base import PixelHead
+from zsad.heads.base import PixelHead, ScoreInputs, upsample_grid_map
 
 __all__ = ["PixelMapHead", "gaussian_blur", "upsample_patch_probs"]
 
@@ -88,5 +91,9 @@ class PixelMapHead(PixelHead):
         up = upsample_patch_probs(patch_probs, grid, size)
         return (1 - up[:, 0] + up[:, 1]) / 2
 
-    def forward(self, patch_probs: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-        return gaussian_blur(self.rough(patch_probs, grid, size), self.sigma, self.truncate)
+    def forward(self, inputs: ScoreInputs, size: tuple[int, int]) -> torch.Tensor:
+        return gaussian_blur(self.rough(inputs.patch_probs, inputs.grid, size), self.sigma, self.truncate)
+
+    def render(self, grid_map: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        """A ``(B, N)`` grid map upsampled bilinearly and smoothed with this head's Gaussian."""
+        return gaussian_blur(upsample_grid_map(grid_map, grid, size), self.sigma, self.truncate)

@@ -5,6 +5,11 @@ A strategy gives two kinds of ``[normal, abnormal]`` text prototypes through the
 (``(C, 2, D)`` or ``(1, 2, D)`` when class-agnostic). Prompt lists are data in :mod:`zsad.prompts.templates`.
 """
 
-from zsad.prompts.templates import PROMPT_LISTS, PromptList, get_prompt_list, normalize_class_name
+from zsad.prompts.templates import (
+    PROMPT_LISTS,
+    PromptList,
+    get_prompt_list,
+    normalize_class_name,
+)
 
 __all__ = ["PROMPT_LISTS", "PromptList", "get_prompt_list", "normalize_class_name"]

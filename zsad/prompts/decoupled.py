@@ -51,6 +51,22 @@ class DecoupledPrompts(PromptStrategy):
         self.learned.bind(backbone)
         return self
 
+    def prompt_tokens(self) -> tuple[torch.Tensor, ...]:
+        return self.learned.prompt_tokens()
+
+    @property
+    def trained(self) -> bool:
+        return self.learned.trained
+
+    def mark_trained(self, source: str = "<trained in memory>") -> None:
+        self.learned.mark_trained(source)
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        return self.learned.checkpoint_metadata()
+
+    def save_tokens(self, path: str | Path, metadata: dict | None = None) -> Path:
+        return self.learned.save_tokens(path, metadata)
+
     def global_prototypes(self, backbone, class_names: Sequence[str]) -> torch.Tensor:
         return self.fixed.global_prototypes(backbone, class_names)
 

@@ -25,7 +25,7 @@ from zsad.errors import CheckpointError, ConfigError
 from zsad.prompts.base import PromptStrategy
 from zsad.prompts.checkpoint import load_prompt_checkpoint, save_prompt_checkpoint
 from zsad.prompts.fixed import encode_prompt_pair
-from zsad.prompts.templates import get_prompt_list
+from zsad.prompts.templates import get_prompt_list, normalize_class_name
 
 __all__ = ["LearnablePrompts"]
 
@@ -100,7 +100,7 @@ class LearnablePrompts(PromptStrategy):
 
     def bind(self, backbone) -> "LearnablePrompts":
         """Check (or create) the tokens for *backbone*'s text tower; called by the detector when it is built."""
-        if not getattr(backbone, "supports_learnable_prompts", False):
+        if not backbone.supports_learnable_prompts:
             raise ConfigError(
                 f"The backbone {type(backbone).__name__} cannot take learnable prompts (its text tower accepts no "
                 "prefix embeddings); use prompts.strategy='fixed'."
@@ -125,6 +125,13 @@ class LearnablePrompts(PromptStrategy):
             raise ConfigError("The learnable prompts are not bound to a backbone yet (call bind(backbone)).")
         return self.T_n, self.T_a
 
+    def prompt_tokens(self) -> tuple[torch.Tensor, ...]:
+        """``(T_n, T_a)`` once bound (or loaded from a checkpoint), ``()`` before."""
+        return () if self.T_n is None or self.T_a is None else (self.T_n, self.T_a)
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        return {"prompt_list": self.prompt_list, "n_tokens": str(self.n_tokens), "class_word": self.class_word}
+
     def load(self, checkpoint: str | Path) -> None:
         """Replace the tokens with those of a prompt checkpoint (same shape)."""
         t_n, t_a, self.metadata = load_prompt_checkpoint(checkpoint)
@@ -136,17 +143,19 @@ class LearnablePrompts(PromptStrategy):
         self._set(t_n.to(device), t_a.to(device))
         self.checkpoint = str(checkpoint)
 
-    def save(self, path: str | Path, metadata: dict | None = None) -> Path:
+    def save_tokens(self, path: str | Path, metadata: dict | None = None) -> Path:
         """Write the tokens to a zsad ``.safetensors`` prompt checkpoint."""
         t_n, t_a = self.tokens()
-        meta = {"format": "zsad-prompts", "prompt_list": self.prompt_list, "n_tokens": str(self.n_tokens),
-                "class_word": self.class_word, **(metadata or {})}
+        meta = {"format": "zsad-prompts", **self.checkpoint_metadata(), **(metadata or {})}
         return save_prompt_checkpoint(path, t_n, t_a, meta)
+
+    save = save_tokens
 
     def local_prototypes(self, backbone, class_names: Sequence[str]) -> torch.Tensor:
         self.bind(backbone)
         t_n, t_a = self.tokens()
-        return encode_prompt_pair(backbone, self.prompt_list, self.class_word, t_n, t_a).unsqueeze(0)
+        word = normalize_class_name(self.class_word)
+        return encode_prompt_pair(backbone, self.prompt_list, word, t_n, t_a).unsqueeze(0)
 
     def global_prototypes(self, backbone, class_names: Sequence[str]) -> torch.Tensor:
         return self.local_prototypes(backbone, class_names).expand(len(class_names), -1, -1)

@@ -6,6 +6,7 @@ A prompt list has normal states, abnormal states and templates. For state ``s`` 
 * ``industrial``: the 4-template lists the released Tipsomaly prompts were trained with (official HEAD).
 * ``industrial_paper``: the 8-template lists of the paper-era evaluation runs.
 * ``medical``: paper Table 5 (HeadCT, BrainMRI, Br35H).
+* ``winclip``: WinCLIP's compositional prompt ensemble (anomalib 2.7.0).
 * ``object_agnostic``: the AnomalyCLIP-style pair ``"{}"`` / ``"damaged {}"``.
 
 Example:
@@ -153,6 +154,38 @@ register_prompt_list(
             "a clinical brain scan of a {}.",
         ),
         "Medical prompts of the Tipsomaly paper (Table 5), the default for HeadCT, BrainMRI and Br35H.",
+    )
+)
+register_prompt_list(
+    PromptList(
+        "winclip",
+        _INDUSTRIAL_NORMAL,
+        ("damaged {}", "{} with flaw", "{} with defect", "{} with damage"),
+        (
+            "a cropped photo of the {}.",
+            "a close-up photo of a {}.",
+            "a close-up photo of the {}.",
+            "a bright photo of a {}.",
+            "a bright photo of the {}.",
+            "a dark photo of the {}.",
+            "a dark photo of a {}.",
+            "a jpeg corrupted photo of the {}.",
+            "a jpeg corrupted photo of the {}.",
+            "a blurry photo of the {}.",
+            "a blurry photo of a {}.",
+            "a photo of a {}.",
+            "a photo of the {}.",
+            "a photo of a small {}.",
+            "a photo of the small {}.",
+            "a photo of a large {}.",
+            "a photo of the large {}.",
+            "a photo of the {} for visual inspection.",
+            "a photo of a {} for visual inspection.",
+            "a photo of the {} for anomaly detection.",
+            "a photo of a {} for anomaly detection.",
+        ),
+        "WinCLIP's compositional ensemble as in anomalib 2.7.0: 7 normal and 4 anomalous states (no 'broken'), 21 "
+        "templates ('a jpeg corrupted photo of the {}.' listed twice, both used): 147 + 84 sentences.",
     )
 )
 register_prompt_list(

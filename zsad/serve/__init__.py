@@ -13,7 +13,7 @@ Example (a tiny random model, served on a free local port):
     >>> import io, json, urllib.request
     >>> from PIL import Image
     >>> spec = ModelSpec(device="cpu", overrides={"backbone_checkpoint": None, "prompt_strategy": "fixed",
-    ...     "prompt_checkpoint": None, "image_size": 56, "backbone.options": {"random_arch": {}}})
+    ...     "prompt_checkpoint": None, "image_size": 56, "backbone.options": {"random_config": {}}})
     >>> app = create_app(loader=spec.load, settings=ServeSettings(class_name="screw"))
     >>> with BackgroundServer(app) as server:
     ...     ready = wait_until_ready(app)

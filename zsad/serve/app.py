@@ -17,7 +17,7 @@ Example (a tiny random model; ``TestClient`` runs the app in-process):
     >>> from fastapi.testclient import TestClient
     >>> from zsad.serve import ModelSpec
     >>> spec = ModelSpec(device="cpu", overrides={"backbone_checkpoint": None, "prompt_strategy": "fixed",
-    ...     "prompt_checkpoint": None, "image_size": 56, "backbone.options": {"random_arch": {}}})
+    ...     "prompt_checkpoint": None, "image_size": 56, "backbone.options": {"random_config": {}}})
     >>> app = create_app(loader=spec.load)
     >>> import io; from PIL import Image
     >>> png = io.BytesIO(); Image.new("RGB", (40, 30), "gray").save(png, format="PNG")

@@ -8,7 +8,7 @@ server only ever calls ``predict`` on a list of decoded images with one class na
 Example (a tiny random model):
     >>> spec = ModelSpec(recipe="tipsomaly", device="cpu", overrides={"backbone_checkpoint": None,
     ...     "prompt_strategy": "fixed", "prompt_checkpoint": None, "image_size": 56,
-    ...     "backbone.options": {"random_arch": {}}})
+    ...     "backbone.options": {"random_config": {}}})
     >>> predictor = spec.load()
     >>> isinstance(predictor, Predictor)
     True

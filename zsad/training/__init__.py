@@ -12,7 +12,7 @@ Example:
     >>> from zsad import Detector
     >>> from zsad.training import PromptTrainer
     >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None, image_size=28,
-    ...                            backbone_options={"random_arch": {}}, device="cpu")
+    ...                            backbone_options={"random_config": "tiny"}, device="cpu")
     >>> import torch
     >>> losses = PromptTrainer(det).step(torch.rand(2, 3, 28, 28), torch.zeros(2, 28, 28))
     >>> round(losses["focal"] + losses["dice_pos"] + losses["dice_neg"] - losses["total"], 5)

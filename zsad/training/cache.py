@@ -81,7 +81,7 @@ def feature_cache_key(detector, dataset) -> dict[str, Any]:
     Example:
         >>> from zsad import Detector
         >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None, image_size=56,
-        ...                            backbone_options={"random_arch": {}}, device="cpu")
+        ...                            backbone_options={"random_config": "tiny"}, device="cpu")
         >>> key = feature_cache_key(det, None)
         >>> key["preprocess"]["image_size"], sorted(key["backbone"])[:3]
         (56, ['checkpoint', 'class', 'code'])

@@ -334,7 +334,7 @@ def train_prompts(
         >>> _ = (d / "meta.json").write_text(json.dumps({"test": {"toy": recs}}))
         >>> res = train_prompts("tipsomaly", data=d, out=d / "run", epochs=1, batch_size=2, device="cpu",
         ...                     overrides={"backbone_checkpoint": None, "image_size": 28,
-        ...                                "backbone.options": {"random_arch": {}}}, progress=False)
+        ...                                "backbone.options": {"random_config": "tiny"}}, progress=False)
         >>> res.epochs_completed, sorted(res.history[0])[:3], res.prompt_checkpoint.name
         (1, ['dice_neg', 'dice_pos', 'epoch'], 'prompts.safetensors')
     """
@@ -446,7 +446,7 @@ def train_prompts(
             "image_size": size,
             "zsad_version": zsad.__version__,
         }
-        learned.save(out / PROMPTS_FILE, meta)
+        learned.save_tokens(out / PROMPTS_FILE, meta)
         saved = {"prompt_checkpoint": PROMPTS_FILE}
         backbone_ckpt = detector.config.backbone.checkpoint
         if backbone_ckpt and not Path(backbone_ckpt).is_absolute() and Path(backbone_ckpt).exists():
@@ -561,9 +561,8 @@ def _save_checkpoint(folder: Path, epoch: int, trainer: PromptTrainer, history, 
         "rng": rng_meta,
         "run": run_fingerprint,
         "zsad_version": record["zsad_version"],
-        "prompt_list": getattr(learned, "prompt_list", ""),
+        **learned.checkpoint_metadata(),
         "n_tokens": int(t_n.shape[0]),
-        "class_word": getattr(learned, "class_word", "object"),
     }
     tensors = {"T_n": t_n, "T_a": t_a, **opt_tensors, **rng_tensors}
     return write_train_state(folder / f"epoch_{epoch:03d}.safetensors", tensors, _json_safe(meta))

@@ -17,7 +17,7 @@ Example (a tiny random TIPS model):
     >>> import numpy as np
     >>> from zsad import Detector
     >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None, image_size=56,
-    ...                            backbone_options={"random_arch": {}}, device="cpu")
+    ...                            backbone_options={"random_config": "tiny"}, device="cpu")
     >>> trainer = PromptTrainer(det, lr=1e-3, betas=(0.5, 0.999))
     >>> mask = np.zeros((40, 60), np.uint8); mask[10:20, 10:30] = 1
     >>> losses = trainer.step([np.zeros((40, 60, 3), np.uint8)], [mask])
@@ -44,33 +44,34 @@ __all__ = ["PromptTrainer", "learnable_prompts_of", "prepare_masks"]
 
 
 def learnable_prompts_of(detector) -> Any:
-    """The prompt module holding the detector's learnable tokens (``T_n``/``T_a``), or a clear ``ConfigError``.
+    """The detector's prompt strategy once checked to have learnable tokens that fit its backbone.
 
-    For the ``decoupled`` strategy that is ``detector.prompts.learned``; for ``learnable`` the strategy itself.
+    Uses the declared prompt contract only (:meth:`~zsad.prompts.base.PromptStrategy.prompt_tokens`), so every
+    strategy with tokens (``learnable``, ``decoupled``, plugins) trains the same way; a clear ``ConfigError``
+    otherwise.
 
     Example:
         >>> from zsad import Detector
         >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_checkpoint=None, image_size=56,
-        ...                            backbone_options={"random_arch": {}}, device="cpu")
-        >>> type(learnable_prompts_of(det)).__name__
-        'LearnablePrompts'
+        ...                            backbone_options={"random_config": "tiny"}, device="cpu")
+        >>> [tuple(t.shape) for t in learnable_prompts_of(det).prompt_tokens()]
+        [(8, 32), (8, 32)]
     """
     backbone = detector.backbone
-    if not getattr(backbone, "supports_learnable_prompts", False):
+    if not backbone.supports_learnable_prompts:
         raise ConfigError(
             f"The backbone {type(backbone).__name__} ({detector.config.backbone.name}) cannot learn prompts: its text "
             "tower accepts no learnable prefix tokens (supports_learnable_prompts is False). Train with a backbone "
             "that does (e.g. 'tips'), or use fixed prompts only."
         )
-    prompts = detector.prompts
-    learned = getattr(prompts, "learned", prompts)
-    if not callable(getattr(learned, "tokens", None)) or getattr(learned, "T_n", None) is None:
+    learned = detector.prompts
+    if not learned.prompt_tokens():
         raise ConfigError(
             f"The prompt strategy {detector.config.prompts.strategy!r} has no learnable prompt tokens; train with "
             "prompts.strategy='decoupled' (Tipsomaly) or 'learnable' (e.g. --set prompt_strategy=decoupled)."
         )
-    width = int(getattr(backbone, "prompt_width", 0) or 0)
-    t_n, _ = learned.tokens()
+    width = int(backbone.prompt_width)
+    t_n = learned.prompt_tokens()[0]
     if width and t_n.shape[-1] != width:
         raise ConfigError(
             f"The learnable prompt tokens are {t_n.shape[-1]} wide but the backbone's text tower takes {width}-wide "
@@ -179,7 +180,7 @@ class PromptTrainer:
             raise ConfigError(f"betas must be two numbers in [0, 1), got {betas!r}.")
         self.detector = detector
         self.learned = learnable_prompts_of(detector)
-        self.params = list(self.learned.tokens())
+        self.params = list(self.learned.prompt_tokens()) + list(self.learned.deep_prompt_tokens())
         for p in self.params:
             p.requires_grad_(True)
         self.optimizer = torch.optim.Adam(self.params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
@@ -230,7 +231,7 @@ class PromptTrainer:
         masks = masks.to(device=det.device, dtype=torch.float32)
         with torch.enable_grad():
             prototypes = self.learned.local_prototypes(det.backbone, ["object"])  # (1, 2, D), one text pass
-            probs = det.backbone.probabilities(patches, prototypes)  # (B, N, 2)
+            probs = det.backbone.probabilities(patches, prototypes, temperature=det.scorer.temperature)  # (B, N, 2)
             maps = upsample_patch_probs(probs, grid, tuple(masks.shape[-2:]))  # (B, 2, H, W), unsmoothed
             losses = self.loss(maps, masks)
             self.optimizer.zero_grad(set_to_none=True)
@@ -248,7 +249,7 @@ class PromptTrainer:
     # -- inspection ----------------------------------------------------------------------------------------------
     def prompt_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of the current ``(T_n, T_a)`` tokens, ``(n_tokens, width)`` each."""
-        t_n, t_a = self.learned.tokens()
+        t_n, t_a = self.learned.prompt_tokens()
         return t_n.detach().clone(), t_a.detach().clone()
 
     def last_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -83,9 +83,9 @@ def is_offline(offline: bool | None = None) -> bool:
         >>> is_offline(True), is_offline(False)
         (True, False)
     """
-    if offline is not None:
-        return bool(offline)
-    return os.environ.get("ZSAD_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    from zsad._env import offline as _offline
+
+    return _offline(offline)
 
 
 def _timeout() -> float:

@@ -1,6 +1,7 @@
 """A tiny backbone written from scratch against the zsad contract (no weights, no download).
 
-Patch features are a fixed random projection of each patch's mean colour; the global token is the projection of
+It implements the two methods of the contract, :meth:`image_features` and :meth:`text_features`, returning raw
+features; the base class checks inputs and normalises. Patch features are a fixed random projection of each patch's mean colour; the global token is the projection of
 the image's mean colour; a text is the mean of fixed random byte embeddings, plus a projection of the mean of the
 learnable prompt tokens when a prefix is given. Meaningless as a detector, complete as a contract example.
 
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from zsad.backbones.base import Backbone, ImageFeatures, Preprocessing, l2_normalize
+from zsad.backbones.base import Backbone, FeatureRequest, ImageFeatures, Preprocessing
 from zsad.errors import ConfigError
 
 __all__ = ["MeanColorBackbone", "create_mean_color"]
@@ -49,32 +50,23 @@ class MeanColorBackbone(Backbone):
         self.register_buffer("byte_table", torch.randn(256, embed_dim, generator=gen))
         self.register_buffer("prompt_proj", torch.randn(embed_dim, embed_dim, generator=gen) / embed_dim**0.5)
 
-    def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
-        _, _, height, width = pixels.shape
-        for side in (height, width):
-            self.check_image_size(side)
+    def image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
         colors = F.avg_pool2d(pixels.to(self.color_proj.dtype), self.patch_size)  # (B, 3, rows, cols)
         grid = (colors.shape[-2], colors.shape[-1])
         colors = colors.flatten(2).transpose(1, 2)  # (B, N, 3)
         patches = colors @ self.color_proj + self.color_bias
         pooled = colors.mean(dim=1) @ self.color_proj + self.color_bias
-        g = l2_normalize(pooled)
-        return ImageFeatures({"object": g, "spatial": g}, l2_normalize(patches), grid)
+        return ImageFeatures({"object": pooled, "spatial": pooled}, patches, grid)
 
-    def encode_text(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
         rows = []
         for text in texts:
             ids = torch.tensor(list(text.lower().encode()) or [0], device=self.byte_table.device)
             rows.append(self.byte_table[ids].mean(dim=0))
         out = torch.stack(rows)
-        if prefix is not None:
-            if prefix.ndim != 2 or prefix.shape[-1] != self.prompt_width:
-                raise ConfigError(
-                    f"Learnable prompt tokens have shape {tuple(prefix.shape)}; this backbone takes "
-                    f"(n_tokens, {self.prompt_width})."
-                )
+        if prefix is not None:  # the base class has checked its shape against prompt_width
             out = out + prefix.to(out.dtype).mean(dim=0) @ self.prompt_proj
-        return l2_normalize(out)
+        return out
 
 
 def create_mean_color(
