@@ -35,7 +35,7 @@ from torch import nn
 
 from zsad.errors import ConfigError
 
-__all__ = ["Backbone", "ImageFeatures", "Preprocessing", "GLOBAL_ROLES", "l2_normalize"]
+__all__ = ["Backbone", "ImageFeatures", "Preprocessing", "GLOBAL_ROLES", "l2_normalize", "check_patch_multiple"]
 
 GLOBAL_ROLES = ("object", "spatial")
 
@@ -43,6 +43,26 @@ GLOBAL_ROLES = ("object", "spatial")
 def l2_normalize(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Cast to fp32 and divide by ``max(||x||, eps)`` along the last axis (the official TIPS normalisation)."""
     return torch.nn.functional.normalize(x.float(), dim=-1, eps=eps)
+
+
+def check_patch_multiple(size: int, patch_size: int, owner: str) -> None:
+    """Raise :class:`~zsad.errors.ConfigError` unless ``size`` is a positive multiple of ``patch_size``.
+
+    Example:
+        >>> check_patch_multiple(518, 14, "backbone TipsBackbone")
+        >>> try:
+        ...     check_patch_multiple(500, 14, "checkpoint tips-v1-l14-hr")
+        ... except ConfigError as e:
+        ...     print(str(e).split(";")[0])
+        image_size=500 is not a multiple of the patch size 14 of checkpoint tips-v1-l14-hr
+    """
+    if size <= 0 or size % patch_size:
+        lower = max(patch_size, size // patch_size * patch_size)
+        raise ConfigError(
+            f"image_size={size} is not a multiple of the patch size {patch_size} of {owner}; use e.g. {lower} or "
+            f"{lower + patch_size} (--set image_size={lower + patch_size}, or "
+            f"Detector.from_recipe(..., image_size={lower + patch_size}))."
+        )
 
 
 @dataclass(frozen=True)
@@ -119,13 +139,7 @@ class Backbone(nn.Module, abc.ABC):
 
     def check_image_size(self, size: int) -> None:
         """Raise :class:`~zsad.errors.ConfigError` if this backbone cannot take square inputs of ``size``."""
-        if size <= 0 or size % self.patch_size:
-            lower = max(self.patch_size, size // self.patch_size * self.patch_size)
-            raise ConfigError(
-                f"image_size={size} is not a multiple of the patch size {self.patch_size} of backbone "
-                f"{type(self).__name__}; use e.g. {lower} or {lower + self.patch_size} "
-                f"(Detector.from_recipe(..., image_size={lower + self.patch_size}))."
-            )
+        check_patch_multiple(size, self.patch_size, f"backbone {type(self).__name__}")
 
     @property
     def device(self) -> torch.device:
