@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zsad._boundary import reading
 from zsad.data.samples import AnomalyDataset, Sample, check_files_exist, group_samples
 from zsad.errors import DatasetError
 
@@ -417,13 +418,11 @@ def _note_unmasked(ds: AnomalyDataset) -> None:
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
+    with reading(path, DatasetError, fix="It must be a UTF-8 JSON file."), open(path, encoding="utf-8") as f:
+        try:
             return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
-    except OSError as exc:
-        raise DatasetError(f"Cannot read {path}: {exc}.") from exc
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
 
 
 def _pick_split(keys: Iterable[str], split: str, source: Path) -> str:

@@ -161,7 +161,7 @@ def ensure_checkpoint(
 
     For ``"tips"`` checkpoints the folder is ``cache_dir()/name`` with ``vision.npz``, ``text.npz``,
     ``tokenizer.model`` (and ``model.json`` when a mirror provides one). Every stored file has its size,
-    modification time and sha256 recorded in the folder's manifest the first time it is verified; each call
+    modification time and sha256 recorded in the folder's manifest when it is stored (or first seen); each call
     compares the files with that record (a ``stat``; the file is hashed again only when it changed) and raises
     :class:`~zsad.errors.CheckpointError` for a file that is no longer what was stored. ``repair=True`` (what
     ``zsad weights download`` does) downloads such files again instead; ``force=True`` downloads every file
@@ -259,7 +259,7 @@ def _fetch_model_json(url: str, folder: Path, entry: dict[str, Any] | None) -> N
 def _stale_message(ckpt: Checkpoint, folder: Path, stale: dict[str, str]) -> str:
     files = "; ".join(f"{folder / f}: {why}" for f, why in stale.items())
     return (
-        f"Cached file(s) of checkpoint {ckpt.name!r} changed since they were stored and verified ({files}): they "
+        f"Cached file(s) of checkpoint {ckpt.name!r} changed since they were stored ({files}): they "
         f"are corrupt or were modified. Run `zsad weights download {ckpt.name}` to download them again."
     )
 
@@ -312,7 +312,8 @@ def _ensure_hub(ckpt: Checkpoint, offline: bool) -> Path:
             raise WeightsError(
                 f"{label} is not in the Hugging Face cache and offline mode is on, so nothing was downloaded."
                 f" With network access run `zsad weights download {ckpt.name}` (or "
-                f"`hf download {ckpt.repo_id}`); the Hugging Face cache is set by HF_HOME / HF_HUB_CACHE."
+                f"`hf download {ckpt.repo_id}`); the Hugging Face cache is set by HF_HOME / HF_HUB_CACHE. "
+                f"{TRY_WITHOUT_WEIGHTS}."
             ) from exc
         raise DownloadError(
             f"Could not download {ckpt.repo_id} from the Hugging Face hub ({exc}). Check your network connection "
