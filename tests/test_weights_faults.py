@@ -188,3 +188,25 @@ def test_mirror_index_sha_is_recorded_as_verified(mirror):
     folder = w.ensure_checkpoint("tips-v1-s14-hr", progress=False)
     entry = json.loads((folder / w.store.MANIFEST_NAME).read_text())["tokenizer.model"]
     assert entry["verified"] is True and entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_the_fix_a_corrupt_weight_file_error_suggests_works(mirror, tmp_path):
+    """A file that was bad from the start (so its record matches it): the error names the exact command."""
+    from tips_factory import FIXTURE
+
+    from zsad.backbones.tips import create_tips
+
+    files = {f: (FIXTURE / f).read_bytes() for f in ("vision.npz", "text.npz", "tokenizer.model")}
+    publish(mirror, "tips-v1-s14-hr", contents=files, model_json=(FIXTURE / "model.json").read_text())
+    src = tmp_path / "downloads"
+    src.mkdir()
+    (src / "tips_oss_s14_highres_distilled_vision.npz").write_bytes(files["vision.npz"][:5000])  # a bad copy
+    (src / "tips_oss_s14_highres_distilled_text.npz").write_bytes(files["text.npz"])
+    (src / "tokenizer.model").write_bytes(files["tokenizer.model"])
+    (src / "tips_oss_s14_highres_distilled_model.json").write_bytes((FIXTURE / "model.json").read_bytes())
+    w.import_files("tips-v1-s14-hr", [src])
+    with pytest.raises(CheckpointError) as info:
+        create_tips("tips-v1-s14-hr")
+    assert "`zsad weights download tips-v1-s14-hr --force`" in str(info.value)
+    assert main(["weights", "download", "tips-v1-s14-hr", "--force", "-q"]) == 0
+    assert create_tips("tips-v1-s14-hr").embed_dim > 0

@@ -244,7 +244,7 @@ def _convert(arrays: Mapping[str, np.ndarray], renames, splits) -> dict[str, tor
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     from zsad.weights import replace_hint
 
-    fix = (f"It is not an official TIPS PyTorch .npz, or it is corrupt or truncated. {replace_hint(path)}")
+    fix = f"It is not an official TIPS PyTorch .npz, or it is corrupt or truncated. {replace_hint(path)}"
     with reading(path, CheckpointError, what="the weight file", fix=fix):
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

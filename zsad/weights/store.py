@@ -186,7 +186,7 @@ def ensure_checkpoint(
     """
     ckpt = get_checkpoint(name)
     if ckpt.kind != "tips":
-        return _ensure_hub(ckpt, is_offline(offline))
+        return _ensure_hub(ckpt, is_offline(offline), force=force)
     folder = cache_dir() / ckpt.name
     manifest = _read_manifest(folder)
     stale: dict[str, str] = {}
@@ -296,7 +296,7 @@ def replace_hint(path: str | os.PathLike[str]) -> str:
     return "Replace it with a good copy (e.g. the official file from `zsad weights list`)."
 
 
-def _ensure_hub(ckpt: Checkpoint, offline: bool) -> Path:
+def _ensure_hub(ckpt: Checkpoint, offline: bool, *, force: bool = False) -> Path:
     import huggingface_hub as hub  # a core dependency, imported only when needed
     from huggingface_hub import errors
 
@@ -305,8 +305,9 @@ def _ensure_hub(ckpt: Checkpoint, offline: bool) -> Path:
         check_hub_reachable(str(ckpt.repo_id), _hub_files(ckpt))
     try:
         if ckpt.kind == "open_clip":
-            return Path(_open_clip_file(hub, ckpt, offline)).parent
-        return Path(hub.snapshot_download(ckpt.repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=offline))
+            return Path(_open_clip_file(hub, ckpt, offline, force)).parent
+        return Path(hub.snapshot_download(ckpt.repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=offline,
+                                          **({"force_download": True} if force else {})))
     except errors.LocalEntryNotFoundError as exc:
         if offline:
             raise WeightsError(
@@ -323,13 +324,14 @@ def _ensure_hub(ckpt: Checkpoint, offline: bool) -> Path:
         raise DownloadError(f"Could not download {ckpt.repo_id} from the Hugging Face hub: {exc}") from exc
 
 
-def _open_clip_file(hub: Any, ckpt: Checkpoint, offline: bool) -> str:
+def _open_clip_file(hub: Any, ckpt: Checkpoint, offline: bool, force: bool = False) -> str:
     """The open_clip weight file, safetensors preferred, as ``open_clip.pretrained`` looks for it."""
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     for filename in _OPEN_CLIP_FILES:
         try:
-            return hub.hf_hub_download(ckpt.repo_id, filename, local_files_only=offline)
+            return hub.hf_hub_download(ckpt.repo_id, filename, local_files_only=offline,
+                                       **({"force_download": True} if force else {}))
         except EntryNotFoundError as exc:  # not in the repository (online) or not in the cache (offline)
             if isinstance(exc, LocalEntryNotFoundError) and not offline:
                 raise  # the hub is unreachable: trying the other file name would only wait again
