@@ -3,8 +3,11 @@
 :class:`FileServer` serves one directory on ``127.0.0.1`` with an ephemeral port from a background thread. It
 speaks enough HTTP for download code: ``GET``/``HEAD``, single ``Range: bytes=START-[END]`` requests answered with
 ``206 Partial Content`` (or ``416`` past the end), and it records every request so tests can assert on them.
-Failures are injected per path: an HTTP status (404, 500, …) or a truncated body (the full ``Content-Length`` is
-announced, then the connection is closed early), for all requests or only for the next *times* requests.
+Every file is served with a strong ``ETag`` (its sha256) and ``If-Range`` is honoured: a Range request whose
+``If-Range`` does not match the current ETag gets the whole file with status 200. Failures are injected per path:
+an HTTP status (404, 500, …), a truncated body (the full ``Content-Length`` is announced, then the connection is
+closed early) or a slow body (``delay`` seconds before each byte: a trickle, or a stall when long), for all
+requests or only for the next *times* requests.
 
 Use it as a context manager (``from http_server import FileServer, unused_url``: pytest puts ``tests/`` on
 ``sys.path``) or through the ``http_server`` pytest fixture (``tests/conftest.py``), which serves a fresh temporary
@@ -16,6 +19,7 @@ directory::
         url = http_server.url_for("models/a.bin")          # http://127.0.0.1:PORT/models/a.bin
         http_server.fail("models/a.bin", status=500, times=1)  # the next request gets a 500
         http_server.fail("models/a.bin", truncate_at=2)     # every request: 2 bytes then EOF
+        http_server.fail("models/a.bin", delay=0.1)         # every request: one byte per 0.1 s
         http_server.clear_failures()
         http_server.ignore_range = True                     # answer Range requests with a full 200
         http_server.requests[-1].range                      # e.g. "bytes=2-" (None without Range)
@@ -39,12 +43,13 @@ import json
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-__all__ = ["FileServer", "RequestRecord", "unused_url"]
+__all__ = ["FileServer", "RequestRecord", "point_hub_at", "unused_url"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class RequestRecord:
     path: str
     range: str | None
     status: int
+    if_range: str | None = None
 
 
 @dataclass
@@ -62,6 +68,7 @@ class _Failure:
     status: int | None
     truncate_at: int | None
     times: int | None  # None: forever
+    delay: float | None = None
 
 
 class FileServer:
@@ -115,14 +122,16 @@ class FileServer:
         return self.url + urllib.parse.quote(relpath.lstrip("/"))
 
     def fail(
-        self, relpath: str, *, status: int | None = None, truncate_at: int | None = None, times: int | None = None
+        self, relpath: str, *, status: int | None = None, truncate_at: int | None = None, delay: float | None = None,
+        times: int | None = None,
     ) -> None:
-        """Make requests for *relpath* fail: answer *status* (e.g. 404, 500), or send only *truncate_at* bytes
-        of the body and close the connection. *times* limits it to the next N requests (default: all)."""
-        if (status is None) == (truncate_at is None):
-            raise ValueError("give exactly one of status= or truncate_at=")
+        """Make requests for *relpath* fail: answer *status* (e.g. 404, 500), send only *truncate_at* bytes of the
+        body and close the connection, or wait *delay* seconds before each byte of the body (a trickle; a stall
+        when long). *times* limits it to the next N requests (default: all)."""
+        if sum(x is not None for x in (status, truncate_at, delay)) != 1:
+            raise ValueError("give exactly one of status=, truncate_at= or delay=")
         with self._lock:
-            self._failures[relpath.lstrip("/")] = _Failure(status, truncate_at, times)
+            self._failures[relpath.lstrip("/")] = _Failure(status, truncate_at, times, delay)
 
     def clear_failures(self) -> None:
         """Remove every injected failure."""
@@ -174,9 +183,9 @@ class FileServer:
                     del self._failures[relpath]
             return failure
 
-    def _record(self, method: str, relpath: str, rng: str | None, status: int) -> None:
+    def _record(self, method: str, relpath: str, rng: str | None, status: int, if_range: str | None = None) -> None:
         with self._lock:
-            self.requests.append(RequestRecord(method, relpath, rng, status))
+            self.requests.append(RequestRecord(method, relpath, rng, status, if_range))
 
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
@@ -205,9 +214,11 @@ class _Handler(BaseHTTPRequestHandler):
         if srv.root.resolve() not in path.parents or not path.is_file():
             return self._error(relpath, rng, 404)
         data = path.read_bytes()
+        etag = '"' + hashlib.sha256(data).hexdigest() + '"'
+        if_range = self.headers.get("If-Range")
         start, end, status = 0, len(data) - 1, 200
         match = _RANGE.match(rng or "")
-        if match and not srv.ignore_range:
+        if match and not srv.ignore_range and (if_range is None or if_range == etag):
             start = int(match.group(1))
             if start >= len(data):
                 srv._record(self.command, relpath, rng, 416)  # before answering: the client may look at once
@@ -220,20 +231,32 @@ class _Handler(BaseHTTPRequestHandler):
                 end = min(end, int(match.group(2)))
             status = 206
         body = data[start : end + 1]
-        srv._record(self.command, relpath, rng, status)
+        srv._record(self.command, relpath, rng, status, if_range)
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
-        if send_body:
-            if failure is not None and failure.truncate_at is not None:
-                body = body[: failure.truncate_at]
-                self.close_connection = True
-            self.wfile.write(body)
-            self.wfile.flush()
+        if not send_body:
+            return
+        if failure is not None and failure.truncate_at is not None:
+            body = body[: failure.truncate_at]
+            self.close_connection = True
+        if failure is not None and failure.delay is not None:
+            self.close_connection = True
+            try:
+                for i in range(len(body)):
+                    time.sleep(failure.delay)
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+            except OSError:  # the client gave up
+                pass
+            return
+        self.wfile.write(body)
+        self.wfile.flush()
 
     def _error(self, relpath: str, rng: str | None, status: int) -> None:
         body = f"{status} for /{relpath}\n".encode()
@@ -257,3 +280,16 @@ def unused_url(path: str = "") -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/{path.lstrip('/')}"
+
+
+def point_hub_at(monkeypatch, url: str) -> None:
+    """Make ``huggingface_hub`` send its requests to *url* (as ``HF_ENDPOINT`` would when set before import).
+
+    With a :class:`FileServer` the hub "answers" (a 404 for unknown files); with :func:`unused_url` it cannot
+    be reached.
+    """
+    from huggingface_hub import constants
+
+    url = url.rstrip("/")
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")

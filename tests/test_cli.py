@@ -171,3 +171,14 @@ def test_outputs_of_images_sharing_a_name_do_not_collide(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "imgs"), "--batch-size", "-1", *TINY])
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_tiny_recipe_needs_no_weights(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZSAD_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "try"
+    assert main(["predict", str(images), "--recipe", "tiny", "--out", str(out), "--save-maps", "-q"]) == 0
+    assert len(json.loads((out / "scores.json").read_text())["results"]) == 3
+    assert len(list((out / "maps").glob("*.npy"))) == 3 and len(list((out / "overlays").glob("*.png"))) == 3
+    assert not any((tmp_path / "zsad-cache").rglob("*"))  # nothing was downloaded or cached
+    assert main(["recipes"]) == 0 and "tiny " in capsys.readouterr().out

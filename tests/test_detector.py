@@ -154,7 +154,7 @@ def test_same_lazy_pil_image_twice_in_a_batch(det, tmp_path):
     assert len(results) == 8 and all(r.original_size == (600, 600) for r in results)
     data = path.read_bytes()
     (tmp_path / "trunc.png").write_bytes(data[: len(data) // 3])
-    with pytest.raises(ImageError, match="corrupt or truncated"):
+    with pytest.raises(ImageError, match="corrupt, truncated"):
         det.predict(Image.open(tmp_path / "trunc.png"))
 
 

@@ -26,6 +26,11 @@ Conventions for documentation writers:
   ``pipe_fryum``). Pages write their outputs under ``runs/`` there.
 * **Registrations** a page makes (``register_head``, ``register_recipe``, ``register_prompt_list``, ...) are undone
   after the page.
+* **Files.** A block with a title (```` ```python title="pkg/src/pkg/mod.py" ````, any language) is a file the
+  reader creates: it is written under that path in the page's working directory, not run. A page whose files
+  include a ``pyproject.toml`` with entry points (the plugin tutorial) gets that package installed for the rest
+  of the page, as ``pip install`` would (``tests/plugin_packages.py``); ``tests/test_plugin_tutorial.py``
+  installs it with pip for real.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class Block:
     code: str
     line: int  # 1-based line of the first code line
     skip: str | None
+    title: str | None = None  # a file the reader creates (```lang title="path")
 
 
 def blocks(page: str) -> list[Block]:
@@ -79,7 +85,9 @@ def blocks(page: str) -> list[Block]:
             body.append(lines[j][indent:])
             j += 1
         assert j < len(lines), f"{page}:{i + 1}: unclosed code fence"
-        found.append(Block(language, "\n".join(body) + "\n", i + 2, skip["reason"] if skip else None))
+        title = re.search(r'title="([^"]+)"', info)
+        found.append(Block(language, "\n".join(body) + "\n", i + 2, skip["reason"] if skip else None,
+                           title[1] if title else None))
         i = j + 1
     return found
 
@@ -157,12 +165,33 @@ def workdir(shared_files, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------------ tests
+def write_files(page: str, folder: Path) -> list[Path]:
+    """Write the titled blocks of *page* under *folder*; return the folders holding a written pyproject.toml."""
+    projects = []
+    for block in blocks(page):
+        if block.title:
+            path = folder / block.title
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(block.code)
+            if path.name == "pyproject.toml":
+                projects.append(path.parent)
+    return projects
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if any(b.language == "python" for b in blocks(p))])
 def test_python_blocks_run(page, workdir, tiny_detectors, restore_registries):
-    runnable = [b for b in blocks(page) if b.language == "python"]
+    from contextlib import ExitStack
+
+    from plugin_packages import installed
+
+    runnable = [b for b in blocks(page) if b.language == "python" and not b.title]
     namespace: dict = {"__name__": "__docs__"}
-    with warnings.catch_warnings():
+    projects = write_files(page, workdir)
+    packages = tuple(p.name for project in projects for p in (project / "src").glob("*") if p.is_dir())
+    with warnings.catch_warnings(), ExitStack() as stack:
         warnings.simplefilter("ignore")  # e.g. "untrained prompts" while a page trains its own
+        if projects:
+            stack.enter_context(installed(workdir / ".site", projects, packages))
         for block in runnable:
             if block.skip:
                 continue
@@ -298,3 +327,22 @@ def test_docstring_rendering_extension():
     assert "| name | meaning |\n|---|---|\n| ``a`` | first continued |\n| ``b`` | second |" in out
     assert "Example: tiny model\n    ```pycon\n    >>> 1 + 1\n    2\n    ```" in out
     assert "Example: a test\n    ```python\n    def test():\n        pass\n    ```" in out
+
+
+def test_reliability_page_names_existing_tests():
+    text = (DOCS / "reliability.md").read_text()
+    sources = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("*.py"))
+    files = set(re.findall(r"tests/[\w/]+\.py", text))
+    names = set(re.findall(r"\b(test_\w+)\b", re.sub(r"tests/[\w/]+\.py", "", text)))
+    assert files and names
+    for f in sorted(files):
+        assert (ROOT / f).is_file(), f"reliability.md names {f}, which does not exist"
+    for name in sorted(names):
+        assert re.search(rf"^\s*def {name}\(", sources, re.M), f"reliability.md names {name}, which is no test"
+
+
+def test_the_docs_extra_formats_signatures():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith(("ruff", "black")) for dep in extras["docs"]), "mkdocstrings formats signatures with them"

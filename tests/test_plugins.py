@@ -1,8 +1,7 @@
 """Plugins through real entry-point metadata: discovery, listing, recipes, and failure isolation.
 
-The two packages under ``plugins/`` are made visible without pip: a temporary ``*.dist-info`` folder per package
-(``METADATA`` + the ``entry_points.txt`` generated from its ``pyproject.toml``) on ``sys.path`` next to the package
-sources, which is all ``importlib.metadata`` looks at. ``plugins/check_plugins.sh`` does the same with pip.
+The two packages under ``plugins/`` are made visible without pip (tests/plugin_packages.py);
+``plugins/check_plugins.sh`` does the same with pip.
 """
 
 from __future__ import annotations
@@ -13,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomllib
+from plugin_packages import installed
 
 import zsad
 from zsad.components import (
     BACKBONES,
     HEADS,
     RECIPES,
-    all_registries,
     create_backbone,
     create_head,
 )
@@ -29,38 +28,12 @@ PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 PACKAGES = ("zsad-example-plugin", "zsad-broken-plugin")
 
 
-def _write_dist_info(site: Path, project: Path) -> None:
-    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
-    info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
-    lines = []
-    for group, entries in meta["entry-points"].items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {target}" for name, target in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-
-
-def _forget_plugins() -> None:
-    for registry in all_registries():
-        registry.refresh()
-    for name in [m for m in sys.modules if m.startswith(("zsad_example_plugin", "zsad_broken_plugin"))]:
-        del sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def plugins(tmp_path_factory):
     """Both plugin packages visible to importlib.metadata for the tests of this module."""
-    site = tmp_path_factory.mktemp("site")
-    for package in PACKAGES:
-        _write_dist_info(site, PLUGINS / package)
-    paths = [str(site)] + [str(PLUGINS / p / "src") for p in PACKAGES]
-    sys.path[:0] = paths
-    _forget_plugins()
-    yield
-    for path in paths:
-        sys.path.remove(path)
-    _forget_plugins()
+    with installed(tmp_path_factory.mktemp("site"), [PLUGINS / p for p in PACKAGES],
+                   ("zsad_example_plugin", "zsad_broken_plugin")):
+        yield
 
 
 def _status(registry, name):
@@ -143,3 +116,13 @@ def test_check_plugins_script_is_there():
     for package in PACKAGES:
         meta = tomllib.loads((PLUGINS / package / "pyproject.toml").read_text())
         assert meta["project"]["entry-points"]["zsad.backbones"]
+
+
+def test_zsad_recipes_shows_the_plugin_recipes_own_description(plugins, capsys):
+    import re
+
+    from zsad.cli import main
+
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^example_mean_color +Plugin demo: mean-colour backbone", out, re.M), out

@@ -106,7 +106,7 @@ def test_save_overlays_writes_one_png_per_image(tmp_path):
         AnomalyResult(pred_score=0.9, scores={"S5": 0.9}, anomaly_map=np.ones((8, 12), np.float32), image_path=str(paths[1])),
     ]
     written = viz.save_overlays(results, None, tmp_path / "out", scale="minmax", alpha=1.0)
-    assert [p.name for p in written] == ["000.png", "000_1.png"]
+    assert [p.name for p in written] == ["sub0__000.png", "sub1__000.png"]
     first, second = (np.asarray(Image.open(p)) for p in written)
     lut = viz.colormap_lut("jet")
     assert first[0, 0].tolist() == lut[0].tolist() and second[0, 0].tolist() == lut[-1].tolist()

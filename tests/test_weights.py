@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from http_server import unused_url
+from http_server import point_hub_at, unused_url
 
 import zsad.weights as w
 from zsad.errors import CheckpointError, DownloadError, WeightsError
@@ -173,7 +173,7 @@ def test_partial_longer_than_file_restarts(http_server, tmp_path):
     http_server.put("f.bin", BLOB[:1000])
     dest = tmp_path / "f.bin"
     dest.with_suffix(".bin.part").write_bytes(b"y" * 2000)
-    w.download_file(http_server.url_for("f.bin"), dest, progress=False)
+    w.download_file(http_server.url_for("f.bin"), dest, sha256=sha(BLOB[:1000]), progress=False)
     assert dest.read_bytes() == BLOB[:1000]
     assert [r.status for r in http_server.requests] == [416, 200]
 
@@ -458,9 +458,11 @@ def test_resolve_backbone_checkpoint(mirror, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ hub kinds
-def test_hub_checkpoints_use_snapshot_download(monkeypatch, tmp_path):
+def test_hub_checkpoints_use_snapshot_download(monkeypatch, tmp_path, http_server):
     import huggingface_hub
 
+    point_hub_at(monkeypatch, http_server.url)  # the probe before a download gets a 404 there: reachable
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
     calls = []
 
     def fake_snapshot_download(repo_id, **kwargs):

@@ -18,11 +18,16 @@ import json
 import os
 import re
 import threading
+import unicodedata
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "sha256_file", "safe_filename"]
+__all__ = [
+    "atomic_path", "write_bytes", "write_text", "write_json", "sha256_file", "safe_filename", "unique_names",
+    "write_name_map",
+]
 
 
 def _fsync(path: Path) -> None:
@@ -78,7 +83,11 @@ def write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> 
 
 
 def write_json(path: str | os.PathLike, data: Any, *, durable: bool = False, **dumps: Any) -> Path:
-    """Write *data* as indented JSON (plus a newline) to *path* atomically."""
+    """Write *data* as indented JSON (plus a newline) to *path* atomically.
+
+    NaN and infinite numbers are refused (``ValueError``, nothing written): they are not valid JSON.
+    """
+    dumps.setdefault("allow_nan", False)
     return write_text(path, json.dumps(data, indent=2, **dumps) + "\n", durable=durable)
 
 
@@ -91,11 +100,71 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_MAX_NAME = 120  # characters; leaves room for suffixes within the usual 255-byte limit of file names
+
+
 def safe_filename(name: str, fallback: str = "item") -> str:
-    """*name* usable as a file name on every platform: runs of characters other than ``A-Za-z0-9._-`` become ``_``.
+    """*name* usable as a file name on every platform: runs of characters other than letters, digits (of any
+    script), ``_``, ``.`` and ``-`` become ``_``; leading/trailing dots are dropped; Windows device names get a
+    leading ``_``. Different names can give the same result: use :func:`unique_names` for sets of outputs.
 
     Example:
-        >>> safe_filename("a/b c"), safe_filename("..", "class")
-        ('a_b_c', 'class')
+        >>> safe_filename("a/b c"), safe_filename("..", "class"), safe_filename("金属 板"), safe_filename("con")
+        ('a_b_c', 'class', '金属_板', '_con')
     """
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip(".") or fallback
+    text = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", str(name))).strip(".") or fallback
+    return "_" + text if text.split(".")[0].upper() in _RESERVED else text
+
+
+def _short_hash(key: str) -> str:
+    return hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def unique_names(keys: Sequence[str], *candidates: Sequence[str]) -> list[str]:
+    """One distinct, file-system-safe name per distinct key (equal keys get equal names), deterministically.
+
+    ``candidates`` are lists parallel to ``keys`` with name choices from the most readable to the most specific
+    (default: the key itself). A key takes its first choice (after :func:`safe_filename`) that no other key
+    shares, compared case-insensitively as on macOS and Windows; a key whose every choice is shared gets its
+    last choice plus ``-`` and 8 hex digits of the key's sha1. Names are the same whatever order the keys come
+    in. Record which input each name stands for with :func:`write_name_map`.
+
+    Example:
+        >>> unique_names(["a b", "a_b", "A B", "screw"])
+        ['a_b-7dbde935', 'a_b-eb2980a5', 'A_B-8aabb8bc', 'screw']
+        >>> unique_names(["d/good/0.png", "d/bad/0.png"], ["0", "0"], ["good__0", "bad__0"])
+        ['good__0', 'bad__0']
+    """
+    keys = [str(k) for k in keys]
+    levels = [list(c) for c in candidates] or [keys]
+    if any(len(level) != len(keys) for level in levels):
+        raise ValueError("unique_names: every candidate list needs one entry per key")
+    names: dict[str, str] = {}
+    for level in levels:
+        proposed = {k: _clip(safe_filename(level[i])) for i, k in enumerate(keys) if k not in names}
+        owners: dict[str, set[str]] = {}
+        for k, n in [*names.items(), *proposed.items()]:
+            owners.setdefault(n.casefold(), set()).add(k)
+        names.update({k: n for k, n in proposed.items() if len(owners[n.casefold()]) == 1})
+    last = levels[-1]
+    for i, k in enumerate(keys):
+        if k not in names:
+            names[k] = f"{_clip(safe_filename(last[i]))}-{_short_hash(k)}"
+    return [names[k] for k in keys]
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= _MAX_NAME else f"{name[:_MAX_NAME]}-{_short_hash(name)}"
+
+
+def write_name_map(path: str | os.PathLike, names: Sequence[str], keys: Sequence[str]) -> Path:
+    """Write ``{name: key}`` (which input each output name stands for) as JSON to *path*, atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = write_name_map(pathlib.Path(tempfile.mkdtemp()) / "names.json", ["a_b-1"], ["a b"])
+        >>> json.loads(p.read_text())
+        {'a_b-1': 'a b'}
+    """
+    return write_json(path, {n: str(k) for n, k in sorted(zip(names, keys))}, ensure_ascii=False)

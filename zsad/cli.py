@@ -11,11 +11,12 @@ import csv
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from zsad import __version__
-from zsad._files import atomic_path, write_text
+from zsad._files import atomic_path, write_json, write_name_map
 from zsad.errors import ZsadError
 
 __all__ = ["main", "parse_set"]
@@ -74,42 +75,78 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from zsad.data import list_images
     from zsad.detector import Detector
 
+    out = _writable_folder(args.out, "--out")
     paths = list_images(args.inputs)
     det = Detector.from_recipe(args.recipe, device=args.device, dtype=args.dtype, **parse_set(args.overrides))
     results = det.predict([str(p) for p in paths], class_name=args.class_name, batch_size=args.batch_size,
                           map_size="original", progress=not args.quiet)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     from zsad.viz import output_stems
 
     stems = output_stems([r.image_path for r in results])
     rows = [{"path": r.image_path, "class": r.class_name, "score": r.pred_score, **r.scores, "output_name": stem}
             for r, stem in zip(results, stems)]
+    out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "scores.csv", rows)
-    write_text(out / "scores.json", json.dumps({"recipe": det.config.name, "image_score": det.config.heads.image_score,
-                                                 "results": [r.to_dict() for r in results]}, indent=2))
+    write_json(out / "scores.json", {"recipe": det.config.name, "image_score": det.config.heads.image_score,
+                                     "results": [{**r.to_dict(), "output_name": s} for r, s in zip(results, stems)]})
+    write_name_map(out / "names.json", stems, [r.image_path for r in results])
     if args.overlays:
         from zsad.viz import save_overlays
 
-        save_overlays(results, [r.image_path for r in results], out / "overlays", names=stems)
+        pre = det.config.preprocess
+        save_overlays(results, [r.image_path for r in results], out / "overlays", names=stems,
+                      exif_transpose=pre.exif_transpose, high_bit_depth=_display_bit_depth(pre.high_bit_depth))
     if args.save_maps:
         import numpy as np
 
         (out / "maps").mkdir(exist_ok=True)
         for r, stem in zip(results, stems):
-            np.save(out / "maps" / f"{stem}.npy", r.anomaly_map)
+            with atomic_path(out / "maps" / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, r.anomaly_map)
     if not args.quiet:
         width = max(len(Path(r.image_path).name) for r in results)
         print(f"{'image':{width}s}  {det.config.heads.image_score:>7s}")
         for r in results:
             print(f"{Path(r.image_path).name:{width}s}  {r.pred_score:7.4f}")
-        print(f"wrote {out / 'scores.csv'}, {out / 'scores.json'}" + (f" and {out / 'overlays'}/" if args.overlays else ""))
+        extras = [f"{out / 'overlays'}/" if args.overlays else "", f"{out / 'maps'}/" if args.save_maps else ""]
+        print(f"wrote {out / 'scores.csv'}, {out / 'scores.json'}, {out / 'names.json'}"
+              + "".join(f", {e}" for e in extras if e))
     return 0
+
+
+def _display_bit_depth(setting: str) -> str:
+    """Overlays show 16-bit images as the model saw them; 'error' never reaches here (predict refused them)."""
+    return "clip" if setting == "clip" else "scale"
+
+
+def _writable_folder(path: str, option: str) -> Path:
+    """*path* as an output folder that can be written, checked before any work starts (nothing is created).
+
+    Raises :class:`ZsadError` when it is a file, lies under a file, or its nearest existing folder cannot be
+    written to (probed by creating and removing a temporary file there).
+    """
+    folder = Path(path).expanduser()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == folder else f"lies under the file {existing}"
+        raise ZsadError(f"{option} {folder} {where}; give a folder (it is created if missing).")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".zsad-write-check-"):
+            pass
+    except OSError as exc:
+        raise ZsadError(
+            f"{option} {folder} cannot be written ({exc.strerror or exc} in {existing}); choose a folder you can "
+            "write to."
+        ) from None
+    return folder
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from zsad.evaluation import evaluate
 
+    _writable_folder(args.out, "--out")
     evaluate(
         args.recipe, args.data if len(args.data) > 1 else args.data[0], args.out,
         overrides=parse_set(args.overrides), aupro=args.aupro, protocol=args.protocol, device=args.device,
@@ -122,6 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from zsad.training import train_prompts
 
+    _writable_folder(args.out, "--out")
     result = train_prompts(
         recipe=args.recipe, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, overrides=parse_set(args.overrides), device=args.device, feature_cache=args.feature_cache,
@@ -155,12 +193,22 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     if args.name:
         print(get_recipe(args.name).model_dump_json(indent=2))
         return 0
-    rows = [{"name": n, "description": RECIPES.describe(n)} for n in RECIPES.list()]
+    rows = [{"name": n, "description": _recipe_description(n)} for n in RECIPES.list()]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         _print_table(rows, ["name", "description"])
     return 0
+
+
+def _recipe_description(name: str) -> str:
+    """The recipe document's own description (plugin recipes are loaded for it); a broken plugin says so."""
+    from zsad.components import RECIPES, get_recipe
+
+    try:
+        return get_recipe(name).description or RECIPES.describe(name)
+    except ZsadError:
+        return "(cannot be loaded; `zsad plugins` shows why)"
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -206,8 +254,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     if not args.names:
         raise ZsadError(f"`zsad weights {args.action}` needs a checkpoint name (see `zsad weights list`).")
     if args.action == "download":
-        for name in args.names:
-            print(weights.ensure_checkpoint(name, progress=not args.quiet))
+        for name in args.names:  # repair: cached files that changed since they were stored are fetched again
+            print(weights.ensure_checkpoint(name, progress=not args.quiet, repair=True, force=args.force))
         return 0
     if args.action == "verify":
         bad = 0
@@ -261,7 +309,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         path = data.prepare_dataset(args.dataset, args.raw, args.out, overwrite=args.overwrite)
         print(f"wrote {path}")
         return 0
-    ds = data.open_dataset(args.path, check_mask_sizes=True)
+    ds = data.open_dataset(args.path)
+    data.validate_masks(ds, decode=True, progress=True)  # every mask decoded: truncated files are reported too
     print(ds.summary())
     return 0
 
@@ -321,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="zsad-predictions", help="output folder (default: zsad-predictions)")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="images per forward pass (default: the recipe's)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="do not write overlay images")
-    p.add_argument("--save-maps", action="store_true", help="also write each anomaly map as .npy")
+    p.add_argument("--save-maps", action="store_true",
+                   help="also write each anomaly map as OUT/maps/NAME.npy (float32, the image's height x width; "
+                        "NAME is the output_name column of scores.csv, listed in OUT/names.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_predict)
 
@@ -416,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  zsad weights import tips-v1-l14-hr ~/Downloads/tips_oss_l14_highres_distilled_*.npz ~/Downloads/tokenizer.model\n")
     p.add_argument("action", choices=["list", "download", "verify", "import", "path"])
     p.add_argument("names", nargs="*", help="checkpoint name(s); for import: NAME FILE...")
+    p.add_argument("--force", action="store_true",
+                   help="download: fetch every file again, even those whose record matches")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_weights)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zsad.backbones.base import check_patch_multiple
 from zsad.components import create_backbone, create_prompts, get_recipe
 from zsad.config import DetectorConfig
 from zsad.errors import ConfigError, ImageError
@@ -34,7 +35,9 @@ from zsad.heads.base import ImageHead, PixelHead
 from zsad.heads.memory import ReferenceMemory
 from zsad.heads.scoring import BatchScorer, BatchScores, build_scorer
 from zsad.io import prepare_batch
-from zsad.results import AnomalyResult
+from zsad.prompts.templates import check_class_name
+from zsad.results import AnomalyResult, check_finite_outputs
+from zsad.weights.table import patch_size_of
 
 __all__ = ["Detector", "BatchScores"]
 
@@ -79,6 +82,8 @@ class Detector:
         self.dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else (dtype or torch.float32)
         if not isinstance(self.dtype, torch.dtype):
             raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
+        if backbone is None and (patch := patch_size_of(config.backbone.checkpoint)):  # before any weights load
+            check_patch_multiple(config.preprocess.image_size, patch, f"checkpoint {config.backbone.checkpoint}")
         self.backbone = backbone if backbone is not None else create_backbone(
             config.backbone.name, checkpoint=config.backbone.checkpoint, **config.backbone.options
         )
@@ -398,9 +403,9 @@ class Detector:
 
     def _class_names(self, class_name: str | Sequence[str], items: list) -> list[str]:
         count = sum(int(x.shape[0]) if isinstance(x, torch.Tensor) and x.ndim == 4 else 1 for x in items)
-        if isinstance(class_name, str):
-            return [class_name] * count
-        names = list(class_name)
+        if isinstance(class_name, (str, bytes)) or not isinstance(class_name, Iterable):
+            return [check_class_name(class_name)] * count
+        names = [check_class_name(c) for c in class_name]
         if len(names) != count:
             raise ConfigError(f"class_name has {len(names)} entries for {count} images; give one name or one per image.")
         return names
@@ -413,10 +418,12 @@ class Detector:
             if map_size == "original" and tuple(amap.shape[-2:]) != hw:
                 amap = F.interpolate(amap.unsqueeze(1), size=hw, mode="bilinear", align_corners=False).squeeze(1)
             scores = {k: float(v[i]) for k, v in score_rows.items()}
+            anomaly_map = amap[0].float().cpu().numpy().astype(np.float32, copy=False)
+            check_finite_outputs(scores, anomaly_map, path or f"input {i} of the batch")
             yield AnomalyResult(
                 pred_score=scores[main],
                 scores=scores,
-                anomaly_map=amap[0].float().cpu().numpy().astype(np.float32, copy=False),
+                anomaly_map=anomaly_map,
                 class_name=names[i],
                 image_path=path,
                 original_size=hw,

@@ -25,6 +25,7 @@ __all__ = [
     "DownloadError",
     "MissingDependencyError",
     "MetricError",
+    "NumericalError",
 ]
 
 
@@ -77,6 +78,10 @@ class MissingDependencyError(ZsadError, ImportError):
 
 class MetricError(ZsadError, ValueError):
     """Metric inputs are inconsistent (shapes, non-finite scores, non-binary masks)."""
+
+
+class NumericalError(ZsadError, ArithmeticError):
+    """A model produced NaN or infinite scores or maps; the message names the input and the likely cause."""
 
 
 def require(module: str, extra: str, purpose: str):

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from zsad._boundary import reading
 from zsad.errors import ImageError
 
 __all__ = ["load_image", "prepare", "PreparedBatch", "prepare_batch", "resize_tensor", "IMAGE_EXTENSIONS"]
@@ -41,6 +42,7 @@ __all__ = ["load_image", "prepare", "PreparedBatch", "prepare_batch", "resize_te
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 _HIGH_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+_REEXPORT = "The file is corrupt, truncated or not an image format Pillow supports; re-export it (e.g. as PNG)."
 
 
 def _describe(source: Any) -> str:
@@ -58,18 +60,14 @@ def load_image(
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"Image file {path} does not exist (or is not a file); check the path.")
-        try:
+        with reading(path, ImageError, what="image", fix=_REEXPORT):
             with Image.open(path) as im:
                 im.load()
                 image = im.copy() if not exif_transpose else ImageOps.exif_transpose(im)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(
-                f"Cannot read image {path}: {type(exc).__name__}: {exc}. The file is corrupt, truncated or not an "
-                "image format Pillow supports; re-export it (e.g. as PNG)."
-            ) from exc
     elif isinstance(source, Image.Image):
         _decode(source)
-        image = ImageOps.exif_transpose(source) if exif_transpose else source
+        with reading("the PIL image", ImageError, fix=_REEXPORT):
+            image = ImageOps.exif_transpose(source) if exif_transpose else source
     elif isinstance(source, np.ndarray):
         image = _from_array(source)
     else:
@@ -77,18 +75,16 @@ def load_image(
             f"Unsupported input of type {type(source).__name__}: pass a file path, a PIL image, an HxWx3 uint8 "
             "array or a 3xHxW / Bx3xHxW float tensor in [0, 1]."
         )
-    return _to_rgb(image, _describe(source), high_bit_depth)
+    if image.width < 1 or image.height < 1:
+        raise ImageError(f"{_describe(source)} is empty ({image.width}x{image.height} pixels); give a real image.")
+    with reading(_describe(source), ImageError, fix=_REEXPORT):
+        return _to_rgb(image, _describe(source), high_bit_depth)
 
 
 def _decode(image: Image.Image) -> None:
     """Decode a (possibly lazily opened) PIL image now, turning decoder failures into :class:`ImageError`."""
-    try:
+    with reading(f"the PIL image {getattr(image, 'filename', '') or '(in memory)'}", ImageError, fix=_REEXPORT):
         image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(
-            f"Cannot decode the PIL image {getattr(image, 'filename', '') or '(in memory)'}: "
-            f"{type(exc).__name__}: {exc}. The data is corrupt or truncated; re-export the image."
-        ) from exc
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -98,6 +94,8 @@ def _from_array(array: np.ndarray) -> Image.Image:
             f"{array.shape}. Convert with (array * 255).round().astype('uint8') if it holds [0, 1] floats, or pass a "
             "3xHxW float tensor instead."
         )
+    if 0 in array.shape:
+        raise ImageError(f"Array input has shape {array.shape}: it holds no pixels; give a real image.")
     if array.ndim == 2:
         return Image.fromarray(array, mode=None).convert("L")
     if array.ndim == 3 and array.shape[2] in (3, 4):
@@ -114,22 +112,25 @@ def _to_rgb(image: Image.Image, what: str, high_bit_depth: str) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in _HIGH_BIT_MODES:
-        if high_bit_depth == "error":
-            raise ImageError(
-                f"{what} has the {image.mode} pixel mode (16-bit or float). The official pipeline's "
-                "convert('RGB') clips such values at 255, which saturates most images. Choose explicitly with "
-                "preprocess.high_bit_depth='scale' (map the image's dtype range to 0-255) or 'clip' "
-                "(reproduce the official behaviour), or convert the image to 8-bit yourself."
-            )
-        if high_bit_depth == "scale":
-            arr = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if image.mode.startswith("I;16") else (1.0 if image.mode == "F" else max(float(arr.max()), 1.0))
-            arr = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
-            return Image.fromarray(arr).convert("RGB")
-    try:
-        return image.convert("RGB")
-    except (ValueError, OSError) as exc:
-        raise ImageError(f"Cannot convert {what} from mode {image.mode} to RGB: {exc}.") from exc
+        return _high_bit_to_rgb(image, what, high_bit_depth)
+    return image.convert("RGB")
+
+
+def _high_bit_to_rgb(image: Image.Image, what: str, high_bit_depth: str) -> Image.Image:
+    """16-bit / 32-bit / float modes per ``high_bit_depth`` (``scale`` maps the dtype's range to 0-255)."""
+    if high_bit_depth == "error":
+        raise ImageError(
+            f"{what} has the {image.mode} pixel mode (16-bit or float). The official pipeline's "
+            "convert('RGB') clips such values at 255, which saturates most images. Choose explicitly with "
+            "preprocess.high_bit_depth='scale' (map the image's dtype range to 0-255) or 'clip' "
+            "(reproduce the official behaviour), or convert the image to 8-bit yourself."
+        )
+    if high_bit_depth == "scale":
+        arr = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        top = 65535.0 if image.mode.startswith("I;16") else (1.0 if image.mode == "F" else max(float(arr.max()), 1.0))
+        arr = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr).convert("RGB")
+    return image.convert("RGB")
 
 
 def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None, std=None, backend: str = "pil"):
@@ -189,9 +190,16 @@ def _tensor_items(tensor, size: int, mean, std, resample: str = "bilinear") -> l
             f"Tensor inputs must be float in [0, 1] with shape 3xHxW or Bx3xHxW; got dtype {tensor.dtype}. "
             "Divide uint8 tensors by 255."
         )
+    if tensor.is_meta:
+        raise ImageError(
+            "Tensor input is on the 'meta' device: it has a shape but no values. Pass a tensor holding pixels "
+            "(e.g. on 'cpu' or 'cuda')."
+        )
     batch = tensor.unsqueeze(0) if tensor.ndim == 3 else tensor
     if batch.ndim != 4 or batch.shape[1] != 3:
         raise ImageError(f"Tensor input has shape {tuple(tensor.shape)}; expected 3xHxW or Bx3xHxW (RGB).")
+    if 0 in batch.shape[-2:]:
+        raise ImageError(f"Tensor input has shape {tuple(tensor.shape)}: it holds no pixels; give a real image.")
     if batch.numel() and (not torch.isfinite(batch).all() or batch.min() < 0 or batch.max() > 1):
         raise ImageError(
             "Tensor input values must be finite and in [0, 1] (got range "

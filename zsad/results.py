@@ -17,7 +17,32 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AnomalyResult"]
+from zsad.errors import NumericalError
+
+__all__ = ["AnomalyResult", "check_finite_outputs"]
+
+
+def check_finite_outputs(scores: dict[str, float], anomaly_map: np.ndarray, source: str) -> None:
+    """Raise :class:`~zsad.errors.NumericalError` when a score or map value of *source* is NaN or infinite.
+
+    Example:
+        >>> check_finite_outputs({"S5": 0.4}, np.zeros((2, 2), np.float32), "a.png")  # finite: nothing happens
+        >>> try:
+        ...     check_finite_outputs({"S5": float("nan")}, np.zeros((2, 2), np.float32), "a.png")
+        ... except NumericalError as e:
+        ...     print(str(e).split(":")[0])
+        The model produced non-finite values (NaN or Inf) for a.png
+    """
+    bad = [k for k, v in scores.items() if not np.isfinite(v)]
+    pixels = int(anomaly_map.size - np.count_nonzero(np.isfinite(anomaly_map)))
+    if bad or pixels:
+        parts = [f"scores {', '.join(bad)}" if bad else "", f"{pixels} map pixels" if pixels else ""]
+        what = ", ".join(p for p in parts if p)
+        raise NumericalError(
+            f"The model produced non-finite values (NaN or Inf) for {source}: {what}. Its weights or prompt tokens "
+            "hold NaN/Inf (check them with `zsad weights verify NAME`), or a bfloat16 backbone overflowed "
+            "(use dtype='float32')."
+        )
 
 
 @dataclass(frozen=True)

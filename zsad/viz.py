@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from zsad._files import atomic_path, safe_filename
+from zsad._files import atomic_path, unique_names
 from zsad.errors import ConfigError
 
 __all__ = [
@@ -159,12 +159,13 @@ def class_scale(
 # --------------------------------------------------------------------------------------------------- overlays
 
 
-def _as_rgb(image: Any) -> Image.Image:
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
+def _as_rgb(image: Any, exif_transpose: bool = False, high_bit_depth: str = "scale") -> Image.Image:
+    """The picture under an overlay: paths and PIL images exactly as :func:`zsad.io.load_image` loads them for
+    the model (same EXIF orientation, same 16-bit handling), arrays as given."""
+    if isinstance(image, (str, os.PathLike, Image.Image)):
+        from zsad.io import load_image
+
+        return load_image(image, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)  # type: ignore[arg-type]
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         arr = np.clip(np.round(arr * 255.0 if arr.max() <= 1.0 else arr), 0, 255).astype(np.uint8)
@@ -203,12 +204,17 @@ def overlay(
     *,
     contour_color: tuple[int, int, int] = CONTOUR_COLOR,
     contour_width: int = 2,
+    exif_transpose: bool = False,
+    high_bit_depth: str = "scale",
 ) -> Image.Image:
     """Blend the coloured map over the image: ``(1 - alpha) * image + alpha * colour(map)``, on a fixed scale.
 
     The result has the map's size: the image is resized to it (PIL bilinear) when they differ, as the official
     code resizes images to the 518x518 maps. Pass the *class* scale (:func:`class_scale`) as ``vmin``/``vmax``
-    so that overlays of one class are comparable; never a per-image min-max.
+    so that overlays of one class are comparable; never a per-image min-max. An image path or PIL image is
+    loaded as the detector loaded it: give the detector's ``exif_transpose`` and ``high_bit_depth`` settings
+    (``config.preprocess``), so the overlay shows the picture the map belongs to. A map that fits the image
+    only turned by 90 degrees is refused (its orientation differs from the image's), never squashed.
 
     Args:
         image: a path, a ``PIL.Image``, or an ``H x W x 3`` array (uint8, or float in [0, 1]).
@@ -218,6 +224,8 @@ def overlay(
         colormap: ``"jet"`` (default), ``"gray"`` or a matplotlib colormap name.
         contours_mask: optional ground-truth mask (any size; resized with the official mask rule); its boundary
             is drawn in ``contour_color`` (pale green), ``contour_width`` pixels wide.
+        exif_transpose: apply the EXIF orientation of an image file / PIL image (as the detector did).
+        high_bit_depth: 16-bit and float images: ``"scale"`` (default: their range to 0-255), ``"clip"``.
 
     Example:
         >>> m = np.zeros((4, 4), np.float32); m[0, 0] = 1.0
@@ -231,7 +239,13 @@ def overlay(
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha must be in [0, 1], got {alpha}.")
     h, w = amap.shape
-    base = _as_rgb(image)
+    base = _as_rgb(image, exif_transpose, high_bit_depth)
+    if base.size == (h, w) and h != w:
+        raise ConfigError(
+            f"The anomaly map is {w}x{h} (w x h) but the image is {h}x{w}: they are turned 90 degrees against each "
+            "other, usually by an EXIF orientation applied to one and not the other. Pass the detector's "
+            "exif_transpose setting (exif_transpose=True if it applied the EXIF orientation)."
+        )
     if base.size != (w, h):
         base = base.resize((w, h), Image.BILINEAR)
     heat = colorize(amap, vmin, vmax, colormap).astype(np.float32)
@@ -247,35 +261,43 @@ def overlay(
     return Image.fromarray(out)
 
 
-def _name_of(item: Any, index: int) -> str:
-    path = getattr(item, "image_path", None) if not isinstance(item, (str, os.PathLike)) else item
-    if path:
-        return Path(str(path)).stem
-    return f"{index:04d}"
-
-
 def _atomic_save_png(img: Image.Image, path: Path) -> Path:
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
     return path
 
 
-def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """File stems for per-image outputs: the image stems, or, when two images share a stem, their paths relative
-    to the inputs' common folder joined with ``__`` (``good/000.png``, ``crack/000.png`` -> ``good__000``,
-    ``crack__000``).
+def output_stems(paths: Sequence[str | os.PathLike | None]) -> list[str]:
+    """One distinct file stem per input image, for its per-image outputs (maps, overlays).
+
+    An image keeps its own stem when no other image has it; images sharing a stem get their path relative to the
+    inputs' common folder joined with ``__`` (``good/000.png``, ``crack/000.png`` -> ``good__000``,
+    ``crack__000``), then with the extension (``000.png``, ``000.jpg`` -> ``000_png``, ``000_jpg``), and as a
+    last resort a hash (see :func:`zsad._files.unique_names`; names are compared case-insensitively). Inputs
+    without a path (arrays, PIL images) are named by position (``0000``, ``0001``, ...). Write the mapping with
+    :func:`zsad._files.write_name_map` next to the outputs.
 
     Example:
         >>> output_stems(["d/good/000.png", "d/crack/000.png", "d/crack/001.png"])
-        ['good__000', 'crack__000', 'crack__001']
-        >>> output_stems(["x/a.png", "y/b.png"])
-        ['a', 'b']
+        ['good__000', 'crack__000', '001']
+        >>> output_stems(["d/000.png", "d/000.jpg", None])
+        ['000_png', '000_jpg', '0002']
     """
-    stems = [Path(p).stem for p in paths]
-    if len(set(stems)) == len(stems):
-        return [safe_filename(s) for s in stems]
-    root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
-    return [safe_filename("__".join(Path(p).resolve().relative_to(root).with_suffix("").parts)) for p in paths]
+    keys = [os.path.abspath(p) if p is not None else f"<input {i}>" for i, p in enumerate(paths)]
+    located = [k for k, p in zip(keys, paths) if p is not None]
+    root = os.path.commonpath([os.path.dirname(k) for k in located]) if located else ""
+    levels: list[list[str]] = [[], [], []]
+    for i, (key, p) in enumerate(zip(keys, paths)):
+        if p is None:
+            for level in levels:
+                level.append(f"{i:04d}")
+            continue
+        rel = Path(os.path.relpath(key, root))
+        parts = rel.with_suffix("").parts
+        levels[0].append(rel.stem)
+        levels[1].append("__".join(parts))
+        levels[2].append("__".join(parts) + "_" + rel.suffix.lstrip(".") if rel.suffix else "__".join(parts))
+    return unique_names(keys, *levels)
 
 
 def save_overlays(
@@ -288,6 +310,8 @@ def save_overlays(
     names: Sequence[str] | None = None,
     alpha: float = 0.5,
     colormap: str = "jet",
+    exif_transpose: bool = False,
+    high_bit_depth: str = "scale",
 ) -> list[Path]:
     """Write one overlay PNG per image into ``out_dir``, all on one shared colour scale.
 
@@ -297,8 +321,10 @@ def save_overlays(
         out_dir: folder to write into (created).
         masks: optional ground-truth masks (or ``None`` entries) whose contours are drawn.
         scale: ``(vmin, vmax)``, or a :func:`class_scale` method computed over all the given maps.
-        names: file stems (default: the image file stems, made unique with a suffix).
-        alpha, colormap: as in :func:`overlay`.
+        names: file stems (default: :func:`output_stems` of the image paths). Stems that would collide (equal
+            after :func:`zsad._files.safe_filename`, or differing only in case) get a short hash each, so every
+            image has its own file.
+        alpha, colormap, exif_transpose, high_bit_depth: as in :func:`overlay`.
 
     Returns:
         The written paths, in input order.
@@ -321,18 +347,16 @@ def save_overlays(
                           (f", {len(masks)} masks" if masks is not None else "") + "; give one of each per image.")
     vmin, vmax = class_scale(maps, scale) if isinstance(scale, str) else (float(scale[0]), float(scale[1]))
     out = Path(out_dir)
-    seen: dict[str, int] = {}
+    if names is not None:
+        stems = unique_names([f"{i}:{n}" for i, n in enumerate(names)], list(names))
+    else:
+        stems = output_stems([img if isinstance(img, (str, os.PathLike)) else None for img in images])
     written = []
     for i, (amap, image) in enumerate(zip(maps, images)):
-        stem = safe_filename(names[i] if names is not None else _name_of(image if image is not None else items[i], i))
-        if stem in seen:
-            seen[stem] += 1
-            stem = f"{stem}_{seen[stem]}"
-        else:
-            seen[stem] = 0
         mask = masks[i] if masks is not None else None
-        img = overlay(image, amap, vmin, vmax, alpha, colormap, mask)
-        written.append(_atomic_save_png(img, out / f"{stem}.png"))
+        img = overlay(image, amap, vmin, vmax, alpha, colormap, mask, exif_transpose=exif_transpose,
+                      high_bit_depth=high_bit_depth)
+        written.append(_atomic_save_png(img, out / f"{stems[i]}.png"))
     return written
 
 
@@ -367,12 +391,15 @@ def class_figure(
     title: str | None = None,
     alpha: float = 0.5,
     colormap: str = "jet",
+    exif_transpose: bool = False,
+    high_bit_depth: str = "scale",
 ) -> Image.Image:
     """A grid PNG of a class: a row of normal and a row of anomalous examples on one colour scale, with a colour bar.
 
     The first ``n_normal`` normal (label 0) and ``n_anomalous`` anomalous (label 1) images are shown in input
     order, each as an overlay of ``tile x tile`` pixels with ground-truth contours when ``masks`` are given. The
-    scale defaults to :func:`class_scale` over *all* maps given (not only the shown ones).
+    scale defaults to :func:`class_scale` over *all* maps given (not only the shown ones). ``exif_transpose`` and
+    ``high_bit_depth`` are as in :func:`overlay`.
 
     Example:
         >>> maps = [np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)]
@@ -406,7 +433,8 @@ def class_figure(
     for name, picks in rows:
         draw.text((pad, y), name, fill=(0, 0, 0), font=font)
         for col, i in enumerate(picks):
-            ov = overlay(images[i], maps[i], vmin, vmax, alpha, colormap, None if masks is None else masks[i])
+            ov = overlay(images[i], maps[i], vmin, vmax, alpha, colormap, None if masks is None else masks[i],
+                         exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)
             fig.paste(ov.resize((tile, tile), Image.BILINEAR), (pad + col * (tile + pad), y + header))
         y += tile + header + pad
     fig.paste(bar, (pad + ncols * (tile + pad), top + pad + header))

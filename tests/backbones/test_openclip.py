@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ import torch.nn.functional as F
 
 pytest.importorskip("open_clip")
 
+from http_server import point_hub_at, unused_url
+
 from zsad.backbones.openclip import OpenClipBackbone, create_open_clip, split_checkpoint
-from zsad.errors import ConfigError, MissingDependencyError
+from zsad.errors import ConfigError, MissingDependencyError, WeightsError
 
 TEXTS = ["a photo of a flawless metal nut.",
          "a photo of a damaged object with a long scratch across the middle of its shiny surface"]
@@ -132,10 +135,12 @@ def test_checkpoint_names_and_errors(monkeypatch):
         create_open_clip(None)
 
 
-def test_openai_tags_build_with_quick_gelu(monkeypatch):
+def test_openai_tags_build_with_quick_gelu(monkeypatch, http_server, tmp_path):
     """OpenAI weights need QuickGELU; open_clip only warns when the architecture name lacks -quickgelu."""
     import open_clip
 
+    point_hub_at(monkeypatch, http_server.url)  # reachable (it answers 404): the fail-fast check lets it pass
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
     seen = {}
 
     class Stop(Exception):
@@ -150,6 +155,16 @@ def test_openai_tags_build_with_quick_gelu(monkeypatch):
         create_open_clip("ViT-L-14-336:openai", image_size=518)
     assert seen == {"name": "ViT-L-14-336", "pretrained": "openai", "precision": "fp32", "force_image_size": 518,
                     "force_quick_gelu": True}
+
+
+def test_unreachable_hub_fails_fast_in_one_line(monkeypatch, tmp_path):
+    point_hub_at(monkeypatch, unused_url())
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    started = time.monotonic()
+    with pytest.raises(WeightsError) as info:
+        create_open_clip("ViT-L-14-336:openai", image_size=518)  # open_clip would retry for about a minute
+    assert time.monotonic() - started < 15
+    assert "\n" not in str(info.value) and "hf download timm/vit_large_patch14_clip_336.openai" in str(info.value)
 
 
 def test_missing_open_clip_names_the_extra(monkeypatch):

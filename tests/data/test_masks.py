@@ -88,7 +88,7 @@ def test_load_mask_zeros_and_size_check(tmp_path, put):
         load_mask(tmp_path / "nope.png")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    with pytest.raises(DatasetError, match="cannot be read"):
+    with pytest.raises(DatasetError, match="Cannot read mask"):
         read_mask(bad)
 
 
@@ -150,7 +150,7 @@ def test_validate_masks_sizes_and_unreadable(tmp_path, put, parity_dataset):
     assert "6 mask problem(s)" in msg and "mask 6x8 != image 8x6" in msg and "... and 1 more" in msg
     validate_masks(ds, check_mask_sizes=False)
     (root / "6_mask.png").write_bytes(b"garbage")
-    with pytest.raises(DatasetError, match="cannot be opened"):
+    with pytest.raises(DatasetError, match="Cannot read mask"):
         validate_masks(ds, check_mask_sizes=False)
     with pytest.raises(DatasetError, match="mask problem"):
         open_dataset(root, check_mask_sizes=True)

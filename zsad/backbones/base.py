@@ -73,6 +73,7 @@ __all__ = [
     "GLOBAL_ROLES",
     "l2_normalize",
     "sliding_windows",
+    "check_patch_multiple",
 ]
 
 GLOBAL_ROLES = ("object", "spatial")
@@ -96,6 +97,26 @@ def sliding_windows(grid: tuple[int, int], scale: int, device: torch.device | st
     index = torch.arange(rows * cols, device=device).reshape(1, 1, rows, cols).float()
     windows = torch.nn.functional.unfold(index, kernel_size=scale, stride=1)  # (1, scale², W)
     return windows[0].t().round().long().contiguous()
+
+
+def check_patch_multiple(size: int, patch_size: int, owner: str) -> None:
+    """Raise :class:`~zsad.errors.ConfigError` unless ``size`` is a positive multiple of ``patch_size``.
+
+    Example:
+        >>> check_patch_multiple(518, 14, "backbone TipsBackbone")
+        >>> try:
+        ...     check_patch_multiple(500, 14, "checkpoint tips-v1-l14-hr")
+        ... except ConfigError as e:
+        ...     print(str(e).split(";")[0])
+        image_size=500 is not a multiple of the patch size 14 of checkpoint tips-v1-l14-hr
+    """
+    if size <= 0 or size % patch_size:
+        lower = max(patch_size, size // patch_size * patch_size)
+        raise ConfigError(
+            f"image_size={size} is not a multiple of the patch size {patch_size} of {owner}; use e.g. {lower} or "
+            f"{lower + patch_size} (--set image_size={lower + patch_size}, or "
+            f"Detector.from_recipe(..., image_size={lower + patch_size}))."
+        )
 
 
 @dataclass(frozen=True)
@@ -347,13 +368,7 @@ class Backbone(nn.Module, abc.ABC):
 
     def check_image_size(self, size: int) -> None:
         """Raise :class:`~zsad.errors.ConfigError` if this backbone cannot take square inputs of ``size``."""
-        if size <= 0 or size % self.patch_size:
-            lower = max(self.patch_size, size // self.patch_size * self.patch_size)
-            raise ConfigError(
-                f"image_size={size} is not a multiple of the patch size {self.patch_size} of backbone "
-                f"{type(self).__name__}; use e.g. {lower} or {lower + self.patch_size} "
-                f"(Detector.from_recipe(..., image_size={lower + self.patch_size}))."
-            )
+        check_patch_multiple(size, self.patch_size, f"backbone {type(self).__name__}")
 
     @property
     def device(self) -> torch.device:

@@ -407,6 +407,7 @@ def create_open_clip(
         tag_cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
         if tag_cfg.get("quick_gelu", False) and not (open_clip.get_model_config(arch) or {}).get("quick_gelu", False):
             options["force_quick_gelu"] = True
+    _check_hub(open_clip, arch, tag)
     try:
         if tag is None and not arch.startswith(_SCHEMAS):
             with _quiet_random_init():
@@ -419,6 +420,19 @@ def create_open_clip(
             "once and pass 'ARCH:/path/to/weights' as backbone.checkpoint."
         ) from exc
     return OpenClipBackbone(model.eval(), open_clip.get_tokenizer(arch), source=str(checkpoint))
+
+
+def _check_hub(open_clip: Any, arch: str, tag: str | None) -> None:
+    """Fail fast in one line when pretrained weights must come from an unreachable Hugging Face hub."""
+    from zsad.weights import check_hub_reachable
+
+    if arch.startswith("hf-hub:"):
+        check_hub_reachable(arch[len("hf-hub:"):], ("open_clip_config.json",))
+    elif tag is not None and not os.path.isfile(tag):
+        parts = (open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub", "").strip("/").split("/", 2)
+        if len(parts) >= 2:  # "org/repo/" or "org/repo/filename"
+            names = parts[2:] or ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+            check_hub_reachable("/".join(parts[:2]), tuple(names))
 
 
 def _from_config(open_clip: Any, checkpoint: str | None, model_config: dict | str, options: dict) -> OpenClipBackbone:

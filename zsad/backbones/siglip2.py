@@ -243,6 +243,10 @@ def create_siglip2(
     source = str(checkpoint)
     if local_files_only is None:
         local_files_only = offline()
+    if not Path(source).is_dir():
+        from zsad.weights import check_hub_reachable
+
+        check_hub_reachable(source, ("config.json",), offline=local_files_only)
     try:
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_files_only)
         model = _model_class(config.model_type, source).from_pretrained(source, local_files_only=local_files_only)
@@ -250,8 +254,8 @@ def create_siglip2(
     except OSError as exc:
         raise WeightsError(
             f"Cannot load the SigLIP model {source!r} from the Hugging Face hub or a local folder: {exc}. Check the id "
-            f"(e.g. 'google/siglip2-base-patch16-224'), your network, or download it once with `huggingface-cli "
-            f"download {source}` and retry (ZSAD_OFFLINE=1 uses the cache only)."
+            f"(e.g. 'google/siglip2-base-patch16-224'), your network, or download it once with `hf download "
+            f"{source}` and retry (ZSAD_OFFLINE=1 uses the cache only)."
         ) from exc
     except ImportError as exc:
         raise MissingDependencyError(

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -40,6 +39,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
+from zsad._boundary import check_finite, reading
 from zsad.backbones.base import Backbone, FeatureRequest, ImageFeatures, Preprocessing
 from zsad.backbones.tokenizers import (
     MAX_TEXT_LEN,
@@ -247,16 +247,14 @@ def _convert(arrays: Mapping[str, np.ndarray], renames, splits) -> dict[str, tor
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
+    from zsad.weights import replace_hint
+
+    fix = f"It is not an official TIPS PyTorch .npz, or it is corrupt or truncated. {replace_hint(path)}"
+    with reading(path, CheckpointError, what="the weight file", fix=fix):
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(
-            f"Cannot read the weight file {path}: {type(exc).__name__}: {exc}. The file is corrupt or truncated, "
-            "or not an official TIPS PyTorch .npz; download it again (zsad weights download NAME) or check the path."
-        ) from exc
+            arrays = {k: data[k] for k in data.files}
+    check_finite(arrays, path, fix=f"the file is corrupt or was saved from a diverged model. {replace_hint(path)}")
+    return arrays
 
 
 def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, tower: str) -> None:
@@ -389,13 +387,17 @@ class TipsBackbone(Backbone):
 
         if local_files_only is None:
             local_files_only = offline()
+        if not Path(repo_or_folder).is_dir():
+            from zsad.weights import check_hub_reachable
+
+            check_hub_reachable(repo_or_folder, ("config.json",), offline=local_files_only)
         try:
             model = Tipsv2Model.from_pretrained(repo_or_folder, local_files_only=local_files_only)
         except OSError as exc:
             raise WeightsError(
                 f"Cannot load the TIPSv2 model {repo_or_folder!r} from the Hugging Face hub or a local folder: {exc}. "
                 "Check the id (e.g. 'google/tipsv2-l14'), your network, or download it once with "
-                f"`huggingface-cli download {repo_or_folder}` and retry (ZSAD_OFFLINE=1 uses the cache only)."
+                f"`hf download {repo_or_folder}` and retry (ZSAD_OFFLINE=1 uses the cache only)."
             ) from exc
         local = Path(repo_or_folder)
         if (local / "tokenizer.model").is_file() and not (local / "tokenizer.json").is_file():

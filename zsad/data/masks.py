@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from zsad._boundary import reading
 from zsad.errors import DatasetError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,17 +43,14 @@ __all__ = [
 _BINARY_SETS = (frozenset({0, 255}), frozenset({0, 1}))
 
 
-def _open(path: str | Path, what: str) -> Image.Image:
-    try:
-        return Image.open(path)
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{what} {path} does not exist. Check the path in the dataset description.") from exc
-    except OSError as exc:
-        raise DatasetError(f"{what} {path} cannot be read as an image ({exc}). Replace or re-export the file.") from exc
+_REEXPORT = "Replace or re-export the file (a PNG of the image's size, 0 = normal, 255 = anomalous)."
 
 
 def read_mask_values(path: str | Path) -> np.ndarray:
     """The mask as PIL ``convert('L')`` gives it: an H x W uint8 array of grey values (not yet binarised).
+
+    Raises:
+        DatasetError: the file is missing, is not an image, is truncated or is a decompression bomb.
 
     Example:
         >>> import tempfile, os
@@ -61,8 +59,12 @@ def read_mask_values(path: str | Path) -> np.ndarray:
         >>> read_mask_values(p).tolist()
         [[0, 128]]
     """
-    with _open(path, "Mask") as im:
-        return np.array(im.convert("L"))
+    with reading(path, DatasetError, what="mask", fix=_REEXPORT):
+        with Image.open(path) as im:
+            values = np.array(im.convert("L"))
+    if values.ndim != 2 or 0 in values.shape:
+        raise DatasetError(f"Mask {path} is empty ({values.shape}); {_REEXPORT}")
+    return values
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -104,8 +106,10 @@ def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
         ((2, 4), 'uint8', [[1, 1, 0, 0], [1, 1, 0, 0]])
     """
     m = np.asarray(mask)
-    if m.ndim != 2:
-        raise DatasetError(f"resize_mask expects an H x W mask, got shape {m.shape}.")
+    if m.ndim != 2 or 0 in m.shape:
+        raise DatasetError(f"resize_mask expects a non-empty H x W mask, got shape {m.shape}.")
+    if min(_wh(size)) < 1:
+        raise DatasetError(f"resize_mask needs a positive target size, got {size}.")
     im = Image.fromarray((m > 0).astype(np.uint8) * 255)
     resized = np.asarray(im.resize(_wh(size), Image.BILINEAR), dtype=np.float32) / 255.0
     return (resized > 0.5).astype(np.uint8)
@@ -198,8 +202,18 @@ def check_mask_values(dataset: AnomalyDataset, split: str | None = None) -> list
     return grey
 
 
-def validate_masks(dataset: AnomalyDataset, *, check_mask_sizes: bool = True, split: str | None = None) -> None:
-    """Check that every mask opens and (by default) has its image's size, reading only file headers.
+def validate_masks(
+    dataset: AnomalyDataset,
+    *,
+    check_mask_sizes: bool = True,
+    split: str | None = None,
+    decode: bool = False,
+    progress: bool = False,
+) -> None:
+    """Check that every mask opens and (by default) has its image's size.
+
+    By default only file headers are read (fast); ``decode=True`` decodes every mask completely, which also finds
+    truncated and corrupt masks (``zsad data check`` does this).
 
     Raises:
         DatasetError: listing up to 5 unreadable masks or size mismatches (``mask WxH != image WxH``) and the count.
@@ -216,23 +230,30 @@ def validate_masks(dataset: AnomalyDataset, *, check_mask_sizes: bool = True, sp
         ...     print(str(e).splitlines()[1].split(": ", 1)[1].split(" (")[0])
         mask 6x8 != image 8x6
     """
+    from tqdm.auto import tqdm
+
     problems: list[str] = []
-    for s in _dataset_masks(dataset, split):
+    samples = _dataset_masks(dataset, split)
+    for s in tqdm(samples, desc="checking masks", unit="mask", disable=not progress or len(samples) < 2):
         try:
-            with Image.open(s.mask_path) as m:
-                msize = m.size
+            if decode:
+                h, w = read_mask_values(s.mask_path).shape
+                msize = (w, h)
+            else:
+                with reading(s.mask_path, DatasetError, what="mask"), Image.open(s.mask_path) as m:
+                    msize = m.size
             if check_mask_sizes:
-                with Image.open(s.img_path) as im:
+                with reading(s.img_path, DatasetError, what="image"), Image.open(s.img_path) as im:
                     isize = im.size
                 if msize != isize:
                     problems.append(f"{s.mask_path}: mask {msize[0]}x{msize[1]} != image {isize[0]}x{isize[1]} ({s.img_path})")
-        except OSError as exc:
-            problems.append(f"{s.mask_path}: cannot be opened ({exc})")
+        except DatasetError as exc:
+            problems.append(str(exc))
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:5])
         more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
         raise DatasetError(
             f"Dataset '{dataset.name}' ({dataset.source or dataset.root}): {len(problems)} mask problem(s):\n"
-            f"{shown}{more}\nEach mask must be an image of the same width x height as its image; "
+            f"{shown}{more}\nEach mask must be a complete image of the same width x height as its image; "
             "fix or re-export those files (or fix the pairing in the description)."
         )

@@ -31,14 +31,16 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import glob as _glob
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zsad._boundary import reading
 from zsad.data.samples import AnomalyDataset, Sample, check_files_exist, group_samples
 from zsad.errors import DatasetError
 
@@ -87,12 +89,34 @@ def image_files(folder: Path, recursive: bool = False) -> list[Path]:
         >>> [p.name for p in image_files(d)]
         ['a.jpg', 'b.PNG']
     """
-    it = folder.rglob("*") if recursive else folder.iterdir()
+    it = _walk_files(folder) if recursive else folder.iterdir()
     return sorted(p for p in it if is_image_file(p) and p.is_file() and not _hidden_under(p, folder))
 
 
 def _hidden_under(path: Path, top: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(top).parts)
+
+
+def _walk_files(top: Path) -> Iterator[Path]:
+    """Every file below *top*, following symbolic links to folders but entering each real folder once.
+
+    A link back to a parent (a loop) or two links to one folder would otherwise list the same files again and
+    again; :func:`list_images` also keeps each real file once.
+    """
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(top, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        for name in files:
+            yield Path(root) / name
 
 
 def list_images(paths_or_globs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -114,6 +138,7 @@ def list_images(paths_or_globs: str | Path | Iterable[str | Path]) -> list[Path]
     """
     items = [paths_or_globs] if isinstance(paths_or_globs, (str, Path)) else list(paths_or_globs)
     seen: dict[Path, None] = {}
+    real: set[str] = set()  # each real file once, whatever links lead to it
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
@@ -125,7 +150,10 @@ def list_images(paths_or_globs: str | Path | Iterable[str | Path]) -> list[Path]
         else:
             raise DatasetError(f"Image path {item!r} does not exist. Give an image file, a folder or a glob pattern.")
         for f in found:
-            seen.setdefault(Path(os.path.abspath(f)), None)
+            target = os.path.realpath(f)
+            if target not in real:
+                real.add(target)
+                seen.setdefault(Path(os.path.abspath(f)), None)
     if not seen:
         raise DatasetError(
             f"No image matched {[str(i) for i in items]}. zsad looks for files ending in "
@@ -135,13 +163,45 @@ def list_images(paths_or_globs: str | Path | Iterable[str | Path]) -> list[Path]
 
 
 def _glob_images(pattern: Path) -> list[Path]:
-    """Image files matching a glob; a literal extension matches in any case (``*.jpg`` also finds ``X.JPG``)."""
+    """Image files matching a glob; a literal extension matches in any case (``*.jpg`` also finds ``X.JPG``).
+
+    A ``**`` pattern is matched while walking its fixed leading folder with :func:`_walk_files`, so symbolic
+    link loops cannot make it list files again and again (``glob`` follows them to its recursion limit).
+    """
     patterns = {str(pattern)}
     stem, dot, ext = str(pattern).rpartition(".")
     if dot and ext and not (_GLOB_CHARS & set(ext)) and "/" not in ext and os.sep not in ext:
         patterns.add(stem + "." + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext))
-    hits = {Path(m) for pat in patterns for m in _glob.glob(pat, recursive=True)}
+    if "**" in str(pattern):
+        root, rest = _split_fixed(pattern)
+        hits = {p for p in _walk_files(root)
+                if any(_match_parts(p.relative_to(root).parts, _split_fixed(Path(pat))[1]) for pat in patterns)}
+    else:
+        hits = {Path(m) for pat in patterns for m in _glob.glob(pat)}
     return sorted(h for h in hits if is_image_file(h) and h.is_file())
+
+
+def _split_fixed(pattern: Path) -> tuple[Path, tuple[str, ...]]:
+    """A glob pattern as (its leading folders without wildcards, the remaining pattern parts)."""
+    parts = pattern.parts
+    n = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), len(parts))
+    return (Path(*parts[:n]) if n else Path(".")), parts[n:]
+
+
+def _match_parts(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    """Whether path *parts* match glob pattern *patterns* as ``glob.glob(recursive=True)`` does: ``**`` spans any
+    number of folders, and wildcards do not match hidden names."""
+    if not patterns:
+        return not parts
+    head, rest = patterns[0], patterns[1:]
+    if head == "**":
+        return any(
+            _match_parts(parts[i:], rest) for i in range(len(parts) + 1)
+            if not any(p.startswith(".") for p in parts[:i])
+        )
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _match_parts(parts[1:], rest)
 
 
 def find_child(parent: Path, name: str) -> Path | None:
@@ -358,13 +418,11 @@ def _note_unmasked(ds: AnomalyDataset) -> None:
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
+    with reading(path, DatasetError, fix="It must be a UTF-8 JSON file."), open(path, encoding="utf-8") as f:
+        try:
             return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
-    except OSError as exc:
-        raise DatasetError(f"Cannot read {path}: {exc}.") from exc
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
 
 
 def _pick_split(keys: Iterable[str], split: str, source: Path) -> str:

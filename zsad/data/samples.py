@@ -269,7 +269,9 @@ class AnomalyDataset:
 def _image_hw(path: Path) -> tuple[int, int]:
     from PIL import Image
 
-    with Image.open(path) as im:
+    from zsad._boundary import reading
+
+    with reading(path, DatasetError, what="image"), Image.open(path) as im:
         w, h = im.size
     return h, w
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import difflib
 import json
-import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from zsad._boundary import check_finite, reading
 from zsad.errors import CheckpointError
 
 __all__ = ["load_prompt_checkpoint", "save_prompt_checkpoint", "convert_official_checkpoint", "BUILTIN_PROMPTS"]
@@ -48,38 +47,56 @@ def load_prompt_checkpoint(spec: str | Path) -> tuple[torch.Tensor, torch.Tensor
             f"{', '.join(BUILTIN_PROMPTS)}; files may be zsad .safetensors, official Tipsomaly .pth or .npz."
         )
     suffix = path.suffix.lower()
-    try:
+    if suffix not in (".safetensors", ".pth", ".pt", ".npz"):
+        raise CheckpointError(
+            f"Unknown prompt checkpoint type {path.name!r}: use .safetensors (zsad), .pth (official) or .npz."
+        )
+    with reading(path, CheckpointError, what="prompt checkpoint", fix=_EXPECTED):
         if suffix == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
+                _require_names(path, set(f.keys()))
                 t_n, t_a = f.get_tensor("T_n"), f.get_tensor("T_a")
         elif suffix in (".pth", ".pt"):
             t_n, t_a = _load_official_pth(path)
             meta = {"format": "tipsomaly-pth"}
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                t_n, t_a = torch.from_numpy(data["T_n"]), torch.from_numpy(data["T_a"])
-            meta = {"format": "npz"}
         else:
-            raise CheckpointError(
-                f"Unknown prompt checkpoint type {path.name!r}: use .safetensors (zsad), .pth (official) or .npz."
-            )
-    except CheckpointError:
-        raise
-    except (KeyError, OSError, RuntimeError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError) as exc:
-        raise CheckpointError(
-            f"Cannot read prompt checkpoint {path}: {type(exc).__name__}: {exc}. Expected tensors T_n and T_a "
-            "(safetensors/npz) or an official Tipsomaly ParameterList (.pth); the file may be corrupt."
-        ) from exc
+            with np.load(path, allow_pickle=False) as data:
+                _require_names(path, set(data.files))
+                arrays = {name: data[name] for name in ("T_n", "T_a")}
+            check_finite(arrays, f"Prompt checkpoint {path}", fix=_EXPECTED)
+            t_n, t_a = (torch.from_numpy(np.asarray(arrays[n], dtype=np.float32)) for n in ("T_n", "T_a"))
+            meta = {"format": "npz"}
+    for name, t in (("T_n", t_n), ("T_a", t_a)):
+        if not isinstance(t, torch.Tensor) or t.is_meta or not t.is_floating_point():
+            what = "a meta-device tensor without values" if isinstance(t, torch.Tensor) and t.is_meta else (
+                f"{t.dtype} values" if isinstance(t, torch.Tensor) else type(t).__name__)
+            raise CheckpointError(f"Prompt checkpoint {path}: {name!r} is {what}, not float numbers. {_EXPECTED}")
     t_n, t_a = t_n.detach().float().clone(), t_a.detach().float().clone()
-    if t_n.ndim != 2 or t_n.shape != t_a.shape:
+    if t_n.ndim != 2 or t_n.shape != t_a.shape or 0 in t_n.shape:
         raise CheckpointError(
             f"Prompt checkpoint {path} holds T_n {tuple(t_n.shape)} and T_a {tuple(t_a.shape)}; both must be "
-            "(n_tokens, width) with the same shape."
+            "(n_tokens, width) with the same shape and at least one token."
         )
+    check_finite({"T_n": t_n, "T_a": t_a}, f"Prompt checkpoint {path}")
     return t_n, t_a, meta
+
+
+_EXPECTED = (
+    "Expected float tensors T_n and T_a of shape (n_tokens, width) (zsad .safetensors or .npz) or an official "
+    "Tipsomaly ParameterList (.pth); the file may be corrupt or truncated."
+)
+
+
+def _require_names(path: Path, names: set[str]) -> None:
+    missing = [n for n in ("T_n", "T_a") if n not in names]
+    if missing:
+        raise CheckpointError(
+            f"Prompt checkpoint {path} has no tensor {' or '.join(repr(m) for m in missing)} (it holds "
+            f"{sorted(names)[:10] or 'no tensors'}). {_EXPECTED}"
+        )
 
 
 def _load_official_pth(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

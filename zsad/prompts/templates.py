@@ -23,9 +23,11 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from zsad.errors import UnknownComponentError
+from zsad.errors import ConfigError, UnknownComponentError
 
-__all__ = ["PromptList", "PROMPT_LISTS", "get_prompt_list", "normalize_class_name", "register_prompt_list"]
+__all__ = [
+    "PromptList", "PROMPT_LISTS", "get_prompt_list", "normalize_class_name", "check_class_name", "register_prompt_list",
+]
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,36 @@ class PromptList:
 def normalize_class_name(name: str) -> str:
     """Class name as the official code puts it in prompts: ``_`` and ``-`` become spaces.
 
-    (The TIPS tokenizer lowercases, so case does not matter for TIPS.)
+    (The TIPS tokenizer lowercases, so case does not matter for TIPS.) A name that is not a non-empty string
+    raises :class:`~zsad.errors.ConfigError` (see :func:`check_class_name`).
     """
-    return name.replace("_", " ").replace("-", " ")
+    return check_class_name(name).replace("_", " ").replace("-", " ")
+
+
+def check_class_name(name: object) -> str:
+    """*name* if it is a usable class name (a string with a letter or digit), else :class:`~zsad.errors.ConfigError`.
+
+    Example:
+        >>> check_class_name("metal_nut")
+        'metal_nut'
+        >>> try:
+        ...     check_class_name(b"screw")
+        ... except ConfigError as e:
+        ...     print(str(e).split(";")[0])
+        class_name must be a string such as 'metal nut', got b'screw' (bytes) (decode it: name.decode())
+    """
+    if not isinstance(name, str):
+        fix = " (decode it: name.decode())" if isinstance(name, (bytes, bytearray)) else ""
+        raise ConfigError(
+            f"class_name must be a string such as 'metal nut', got {name!r} ({type(name).__name__}){fix}; give "
+            "one name for all images or a list with one name per image."
+        )
+    if not any(ch.isalnum() for ch in name):
+        raise ConfigError(
+            f"class_name {name!r} names nothing: the prompts would describe an empty object. Give the object's "
+            "name, e.g. 'metal nut' or 'object' when you do not know it."
+        )
+    return name
 
 
 _INDUSTRIAL_NORMAL = (

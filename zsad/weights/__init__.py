@@ -31,11 +31,21 @@ architecture.
 **Offline.** ``ZSAD_OFFLINE=1`` (or ``offline=True``) never touches the network; a missing file raises
 :class:`~zsad.errors.WeightsError` saying which files are missing, the exact folder and names to put them under,
 the URLs to fetch them from, and the ``zsad weights download NAME`` / ``zsad weights import NAME PATH…`` commands.
-``ZSAD_DOWNLOAD_TIMEOUT`` (seconds, default 60) bounds each network wait.
+An unreachable server gives the same list. ``ZSAD_DOWNLOAD_TIMEOUT`` (seconds, default 60) is a stall limit and a
+deadline: a request fails when the server sends nothing for that long, or less than 1 MiB in that long (see
+:mod:`zsad.weights.transport`). Hugging Face downloads fail fast, in one line, when the hub is unreachable
+(:func:`check_hub_reachable`).
 
-**Safety.** Downloads stream into ``<file>.part`` (resumed with an HTTP Range request after an interruption),
-are checked against the expected size and sha256, fsync-ed and then atomically renamed, so a file at its final
-path is always complete. Concurrent processes downloading the same file wait on a lock instead of colliding.
+**Safety.** Downloads stream into ``<file>.part`` and are fsync-ed and atomically renamed, so a file at its final
+path is always complete. They are checked against the expected size and the sha256 where one is known (the
+table's, or a mirror index's); a file without a known checksum is checked against the length the server
+announced. An interrupted download is resumed with an HTTP Range request only when the result can be verified:
+with a known sha256, or with the server's ``ETag`` (sent as ``If-Range``) and length recorded when it started;
+otherwise it starts over. The size, modification time and sha256 of every stored file are recorded in
+``.zsad-manifest.json``; every use of the checkpoint compares the files with that record, so a cached file that
+was truncated or edited is reported (``zsad weights download NAME`` replaces it) instead of failing later.
+Imported files are copied, never linked. Concurrent processes downloading the same file wait on a lock instead
+of colliding.
 
 Example:
     >>> ckpt = get_checkpoint("tips-v1-l14-hr")
@@ -49,9 +59,11 @@ from __future__ import annotations
 
 from zsad.weights.download import cache_dir, checkpoint_dir, download_file, is_offline, weights_base_url
 from zsad.weights.store import (
+    check_hub_reachable,
     ensure_checkpoint,
     import_files,
     list_checkpoints,
+    replace_hint,
     resolve_backbone_checkpoint,
     verify_checkpoint,
 )
@@ -59,6 +71,7 @@ from zsad.weights.table import (
     CHECKPOINTS,
     GCS_PREFIX,
     INDEX_NAME,
+    TRY_WITHOUT_WEIGHTS,
     Checkpoint,
     WeightFile,
     get_checkpoint,
@@ -71,6 +84,7 @@ __all__ = [
     "CHECKPOINTS",
     "GCS_PREFIX",
     "INDEX_NAME",
+    "TRY_WITHOUT_WEIGHTS",
     "cache_dir",
     "checkpoint_dir",
     "weights_base_url",
@@ -83,4 +97,6 @@ __all__ = [
     "import_files",
     "list_checkpoints",
     "resolve_backbone_checkpoint",
+    "check_hub_reachable",
+    "replace_hint",
 ]

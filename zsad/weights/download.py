@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import http.client
+import json
 import logging
 import os
 import shutil
 import sys
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from zsad._files import sha256_file
 from zsad.errors import DownloadError
 from zsad.weights.table import GCS_PREFIX, INDEX_NAME, get_checkpoint
+from zsad.weights.transport import Deadline, open_url, read_chunks, timeout
 
 logger = logging.getLogger("zsad.weights")
 _CHUNK = 1 << 20
@@ -88,28 +89,12 @@ def is_offline(offline: bool | None = None) -> bool:
     return _offline(offline)
 
 
-def _timeout() -> float:
-    try:
-        return float(os.environ.get("ZSAD_DOWNLOAD_TIMEOUT", "60"))
-    except ValueError:
-        return 60.0
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Low-level download
 # ----------------------------------------------------------------------------------------------------------------
 def _write_chunk(fh: BinaryIO, data: bytes) -> None:
     """Write one chunk (a seam for tests that simulate a full disk)."""
     fh.write(data)
-
-
-def _open_url(url: str, start: int = 0) -> Any:
-    from zsad import __version__
-
-    headers = {"User-Agent": f"zsad/{__version__}"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_timeout())
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -121,11 +106,14 @@ def _is_not_found(exc: BaseException) -> bool:
 def _unreachable(url: str, exc: BaseException) -> DownloadError:
     reason = getattr(exc, "reason", None) or exc
     host = urllib.parse.urlsplit(url).netloc or url
-    return DownloadError(
+    err = _Unreachable(
         f"Could not reach {host} to download {url} ({reason}). Check your network connection; or point "
         "ZSAD_WEIGHTS_URL at a reachable mirror; or fetch the file on another machine and add it with "
         "`zsad weights import NAME PATH...`."
     )
+    err.why = (f"{host} could not be reached ({reason}; check the network connection, or set ZSAD_WEIGHTS_URL to "
+               "a reachable mirror)")
+    return err
 
 
 def _http_error(url: str, exc: urllib.error.HTTPError) -> DownloadError:
@@ -229,85 +217,150 @@ def _mkdir(folder: Path, dest: Path) -> None:
         raise DownloadError(f"Cannot create the folder {folder} ({exc}); set ZSAD_CACHE to a writable folder.") from exc
 
 
+class _Unreachable(DownloadError):
+    """The host could not be reached (no network, DNS failure, refused connection)."""
+
+
+def _part_paths(dest: Path) -> tuple[Path, Path]:
+    """The partial file of *dest* and its record (URL, ETag and length the server announced)."""
+    part = dest.with_suffix(dest.suffix + ".part")
+    return part, part.with_name(part.name + ".json")
+
+
+def _read_part_record(record: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(record.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _discard(part: Path, record: Path) -> None:
+    part.unlink(missing_ok=True)
+    record.unlink(missing_ok=True)
+
+
 def _download(
     url: str, dest: Path, *, sha256: str | None, size: int | None, progress: bool, desc: str | None = None
 ) -> str:
-    """Download (or resume) *url* into *dest*; return the file's sha256. The caller holds the lock."""
-    part = dest.with_suffix(dest.suffix + ".part")
+    """Download (or resume) *url* into *dest*; return the file's sha256. The caller holds the lock.
+
+    A partial file is resumed only when the result can be verified: against a known sha256, or else against the
+    server's ``ETag`` (sent as ``If-Range``, so a changed file comes back whole) and total length recorded when
+    the partial file was started. Otherwise the download starts over.
+    """
+    part, record = _part_paths(dest)
     start = part.stat().st_size if part.is_file() else 0
-    if size is not None and start > size:
-        part.unlink()
+    known = _read_part_record(record)
+    if start and size is not None and start > size:
+        _discard(part, record)
         start = 0
+    if start and sha256 is None and not (known.get("url") == url and known.get("etag") and known.get("total")):
+        logger.info("%s: no checksum and no server validator for the partial file; starting over", url)
+        _discard(part, record)
+        start = 0
+    deadline = Deadline(timeout(), url)
     try:
-        if size is None or start < size or not part.is_file():
-            start = _stream(url, part, start, size, progress, desc or dest.name)
+        with deadline:
+            if sha256 is None or size is None or start < size or not part.is_file():
+                _stream(url, part, record, start, size, progress, desc or dest.name, deadline, known)
         actual = sha256_file(part)
         got = part.stat().st_size
     except OSError as exc:
-        if exc.errno in _DISK_FULL:
-            raise _disk_full(dest, part, exc) from exc
-        if isinstance(exc, DownloadError):
-            raise
-        if isinstance(exc, urllib.error.HTTPError):
-            raise _http_error(url, exc) from exc
-        if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, FileNotFoundError):
-            raise DownloadError(f"{url} does not exist ({exc.reason}).") from exc
-        if isinstance(exc, urllib.error.URLError):
-            err = _unreachable(url, exc)
-            if part.is_file():
-                err = DownloadError(f"{err} The partial file {part} was kept; the next attempt resumes from it.")
-            raise err from exc
-        raise DownloadError(
-            f"The download of {url} was interrupted ({exc}). The partial file {part} was kept; run the same "
-            "command again to resume."
-        ) from exc
+        raise _download_error(url, dest, part, exc, deadline) from exc
     if size is not None and got != size:
-        part.unlink(missing_ok=True)
+        _discard(part, record)
         raise DownloadError(f"{url} has {got} bytes, expected {size}; the download was deleted, nothing was kept.")
     if sha256 is not None and actual != sha256.lower():
-        part.unlink(missing_ok=True)
+        _discard(part, record)
         raise DownloadError(
             f"Checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {actual}. The download was "
             f"deleted and nothing was kept at {dest}. If you use a mirror (ZSAD_WEIGHTS_URL), check its files "
             f"and its {INDEX_NAME}."
         )
     os.replace(part, dest)
+    record.unlink(missing_ok=True)
     _fsync_dir(dest.parent)
     return actual
 
 
-def _stream(url: str, part: Path, start: int, size: int | None, progress: bool, desc: str) -> int:
-    """Fetch *url* into *part*, resuming from byte *start* when the server allows it; returns the start used."""
+def _download_error(url: str, dest: Path, part: Path, exc: OSError, deadline: Deadline) -> DownloadError:
+    """The one :class:`DownloadError` for an OS/network failure during a download."""
+    if isinstance(exc, DownloadError):
+        return exc
+    if deadline.expired:
+        try:
+            deadline.check()
+        except DownloadError as slow:
+            return DownloadError(f"{slow} The partial file {part} was kept; the next attempt resumes from it.")
+    if exc.errno in _DISK_FULL:
+        return _disk_full(dest, part, exc)
+    if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+        return DownloadError(
+            f"The server sent nothing for {timeout():g} s while downloading {url} (ZSAD_DOWNLOAD_TIMEOUT="
+            f"{timeout():g}). Try again later, use a mirror (ZSAD_WEIGHTS_URL), or raise ZSAD_DOWNLOAD_TIMEOUT."
+            + (f" The partial file {part} was kept; the next attempt resumes from it." if part.is_file() else "")
+        )
+    if isinstance(exc, urllib.error.HTTPError):
+        return _http_error(url, exc)
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, FileNotFoundError):
+        return DownloadError(f"{url} does not exist ({exc.reason}).")
+    if isinstance(exc, urllib.error.URLError):
+        err = _unreachable(url, exc)
+        if part.is_file():
+            kept = _Unreachable(f"{err} The partial file {part} was kept; the next attempt resumes from it.")
+            kept.why, err = err.why, kept
+        return err
+    return DownloadError(
+        f"The download of {url} was interrupted ({exc}). The partial file {part} was kept; run the same "
+        "command again to resume."
+    )
+
+
+def _stream(
+    url: str, part: Path, record: Path, start: int, size: int | None, progress: bool, desc: str, deadline: Deadline,
+    known: dict[str, Any],
+) -> None:
+    """Fetch *url* into *part*, resuming from byte *start* when the server confirms it is the same file."""
+    validator = known.get("etag") if start and known.get("url") == url else None
     try:
-        resp = _open_url(url, start)
+        resp = open_url(url, start, if_range=validator)
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not start:
             raise
         exc.close()
-        part.unlink()  # "range not satisfiable": the partial file is not a prefix of this file
-        start = 0
-        resp = _open_url(url)
+        _discard(part, record)  # "range not satisfiable": the partial file is not a prefix of this file
+        start, resp = 0, open_url(url)
     except (http.client.HTTPException, ConnectionError) as exc:
         raise urllib.error.URLError(exc) from exc
     with resp:
         status = getattr(resp, "status", None) or 200
+        etag = resp.headers.get("ETag")
         if start and status == 206:
             content_range = resp.headers.get("Content-Range", "")
+            announced = content_range.rpartition("/")[2]
             if not content_range.startswith(f"bytes {start}-"):
                 raise DownloadError(f"{url}: the server answered a resume request with Content-Range "
                                     f"{content_range!r}; delete {part} and try again.")
+            if validator and (etag != validator or announced != str(known.get("total"))):
+                resp.close()  # the server ignored If-Range and the file changed: start over
+                _discard(part, record)
+                return _stream(url, part, record, 0, size, progress, desc, deadline, {})
         elif start:
-            logger.info("%s ignored the Range request; downloading it from the start", url)
+            logger.info("%s sent the whole file instead of a range; downloading it from the start", url)
             start = 0
         length = resp.headers.get("Content-Length")
         total = start + int(length) if length is not None and length.isdigit() else size
         if size is not None and total is not None and total != size:
             raise DownloadError(f"{url} has {total} bytes on the server, expected {size}; nothing was downloaded.")
+        if not start:
+            strong = etag if etag and not etag.startswith("W/") else None
+            record.write_text(json.dumps({"url": url, "etag": strong, "total": total}))
         logger.info("downloading %s to %s", url, part)
         received = start
         try:
             with open(part, "ab" if start else "wb") as fh, _progress_bar(total, start, desc, progress) as bar:
-                while chunk := resp.read(_CHUNK):
+                for chunk in read_chunks(resp, deadline):
                     _write_chunk(fh, chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
@@ -315,17 +368,19 @@ def _stream(url: str, part: Path, start: int, size: int | None, progress: bool, 
                 os.fsync(fh.fileno())
         except http.client.HTTPException as exc:
             raise ConnectionError(f"connection lost after {received} bytes: {exc!r}") from exc
+    deadline.check()
     if total is not None and received < total:
         raise ConnectionError(f"the server closed the connection after {received} of {total} bytes")
-    return start
 
 
 def _fetch_optional(url: str) -> bytes | None:
     """GET a small file; None when the server says it does not exist."""
+    deadline = Deadline(timeout(), url)
     try:
-        with _open_url(url) as resp:
-            return resp.read()
+        with deadline, open_url(url) as resp:
+            return b"".join(read_chunks(resp, deadline))
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        deadline.check()
         if _is_not_found(exc):
             return None
         if isinstance(exc, urllib.error.HTTPError):
@@ -334,19 +389,16 @@ def _fetch_optional(url: str) -> bytes | None:
 
 
 def _place(src: Path, dest: Path) -> None:
-    """Hard-link (or copy) *src* to *dest* atomically."""
+    """Copy *src* to *dest* atomically (a copy, never a link: editing the source must not change the cache)."""
     part = dest.with_suffix(dest.suffix + ".part")
     part.unlink(missing_ok=True)
     try:
-        os.link(src, part)
-    except OSError:
-        try:
-            shutil.copyfile(src, part)
-            with open(part, "rb+") as fh:
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            part.unlink(missing_ok=True)
-            if exc.errno in _DISK_FULL:
-                raise _disk_full(dest, part, exc) from exc
-            raise
+        shutil.copyfile(src, part)
+        with open(part, "rb+") as fh:
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        if exc.errno in _DISK_FULL:
+            raise _disk_full(dest, part, exc) from exc
+        raise DownloadError(f"Cannot copy {src} to {dest}: {exc}.") from exc
     os.replace(part, dest)

@@ -11,18 +11,21 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from zsad._files import sha256_file
+from zsad._files import sha256_file, write_bytes, write_text
 from zsad.errors import CheckpointError, DownloadError, WeightsError
 from zsad.weights.download import (
+    _discard,
     _download,
     _fetch_optional,
     _file_lock,
     _mkdir,
+    _part_paths,
     _place,
+    _Unreachable,
     cache_dir,
     is_offline,
     weights_base_url,
@@ -32,11 +35,14 @@ from zsad.weights.table import (
     CHECKPOINTS,
     GCS_PREFIX,
     INDEX_NAME,
+    TRY_WITHOUT_WEIGHTS,
     Checkpoint,
     WeightFile,
     _unknown_message,
     get_checkpoint,
+    known_checkpoint_names,
 )
+from zsad.weights.transport import timeout
 
 logger = logging.getLogger("zsad.weights")
 MANIFEST_NAME = ".zsad-manifest.json"
@@ -90,15 +96,42 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def _record(folder: Path, filename: str, sha256: str, source: str, verified: bool) -> None:
-    """Remember the sha256 of a stored file (and whether it was checked against a known value)."""
+def _write_manifest(folder: Path, update: dict[str, dict[str, Any]]) -> None:
     with _file_lock(folder / MANIFEST_NAME):
         manifest = _read_manifest(folder)
-        manifest[filename] = {"sha256": sha256, "size": (folder / filename).stat().st_size,
-                              "source": source, "verified": verified}
-        tmp = folder / (MANIFEST_NAME + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        os.replace(tmp, folder / MANIFEST_NAME)
+        manifest.update(update)
+        write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _record(folder: Path, filename: str, sha256: str, source: str, verified: bool) -> None:
+    """Remember size, modification time and sha256 of a stored file, and whether it matched a known checksum."""
+    st = (folder / filename).stat()
+    _write_manifest(folder, {filename: {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                        "source": source, "verified": verified}})
+
+
+def _changed(folder: Path, filename: str, entry: dict[str, Any], known_sha: str | None) -> str | None:
+    """Why the stored file differs from what was recorded (or from its known checksum), or None if it does not.
+
+    Size and modification time are compared first (a ``stat``); the file is hashed only when they differ from the
+    record, or when there is no record yet (a file copied in by hand), which is then written.
+    """
+    path = folder / filename
+    st = path.stat()
+    if entry.get("sha256") and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+        return None
+    if entry.get("size") is not None and entry["size"] != st.st_size:
+        return f"its size is {st.st_size} bytes, {entry['size']} were stored"
+    actual = sha256_file(path)
+    reference = known_sha or entry.get("sha256")
+    if reference and actual != reference:
+        return f"its sha256 is {actual}, {'expected' if known_sha else 'stored was'} {reference}"
+    try:  # same content (e.g. touched, or copied in by hand): remember it so the next load is a stat
+        verified = bool(known_sha) or bool(entry.get("verified"))
+        _record(folder, filename, actual, entry.get("source") or str(path), verified)
+    except OSError:  # a read-only shared cache: verifying is all we can do
+        pass
+    return None
 
 
 def _reuse_cached_copy(ckpt: Checkpoint, wf: WeightFile, folder: Path) -> bool:
@@ -121,17 +154,23 @@ def _reuse_cached_copy(ckpt: Checkpoint, wf: WeightFile, folder: Path) -> bool:
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------
-def ensure_checkpoint(name: str, *, progress: bool = True, offline: bool | None = None) -> Path:
+def ensure_checkpoint(
+    name: str, *, progress: bool = True, offline: bool | None = None, repair: bool = False, force: bool = False
+) -> Path:
     """Return the local folder of checkpoint *name*, downloading what is missing.
 
     For ``"tips"`` checkpoints the folder is ``cache_dir()/name`` with ``vision.npz``, ``text.npz``,
-    ``tokenizer.model`` (and ``model.json`` when a mirror provides one). Files already there are trusted (they
-    were verified when stored; see :func:`verify_checkpoint`); the tokenizer is linked from another cached TIPS
-    checkpoint when possible. Hub kinds return the snapshot folder in the Hugging Face cache.
+    ``tokenizer.model`` (and ``model.json`` when a mirror provides one). Every stored file has its size,
+    modification time and sha256 recorded in the folder's manifest when it is stored (or first seen); each call
+    compares the files with that record (a ``stat``; the file is hashed again only when it changed) and raises
+    :class:`~zsad.errors.CheckpointError` for a file that is no longer what was stored. ``repair=True`` (what
+    ``zsad weights download`` does) downloads such files again instead; ``force=True`` downloads every file
+    again. The tokenizer is copied from another cached TIPS checkpoint when possible. Hub kinds return the
+    snapshot folder in the Hugging Face cache.
 
     *offline* (default: ``ZSAD_OFFLINE``) forbids network access: missing files raise
-    :class:`~zsad.errors.WeightsError` with instructions. Download failures raise
-    :class:`~zsad.errors.DownloadError`.
+    :class:`~zsad.errors.WeightsError` with instructions, as does an unreachable server. Other download
+    failures raise :class:`~zsad.errors.DownloadError`.
 
     Example (a local mirror through ``file://``, so no network is needed):
         >>> import os, pathlib, tempfile, unittest.mock
@@ -147,85 +186,135 @@ def ensure_checkpoint(name: str, *, progress: bool = True, offline: bool | None 
     """
     ckpt = get_checkpoint(name)
     if ckpt.kind != "tips":
-        return _ensure_hub(ckpt, is_offline(offline))
+        return _ensure_hub(ckpt, is_offline(offline), force=force)
     folder = cache_dir() / ckpt.name
-    missing = [wf for wf in ckpt.files if not (folder / wf.filename).is_file()]
-    if not missing:
-        return folder
-    missing = [wf for wf in missing if not _reuse_cached_copy(ckpt, wf, folder)]
-    if missing and is_offline(offline):
-        raise WeightsError(_offline_message(ckpt, folder, missing, from_env=offline is None))
-    if not missing:
-        return folder
-    _mkdir(folder, folder / missing[0].filename)
+    manifest = _read_manifest(folder)
+    stale: dict[str, str] = {}
+    if not force:
+        for wf in ckpt.files:
+            if (folder / wf.filename).is_file():
+                why = _changed(folder, wf.filename, manifest.get(wf.filename, {}), wf.sha256)
+                if why:
+                    stale[wf.filename] = why
+    if stale and not repair:
+        raise CheckpointError(_stale_message(ckpt, folder, stale))
+    todo = [wf for wf in ckpt.files if force or wf.filename in stale or not (folder / wf.filename).is_file()]
+    todo = [wf for wf in todo if force or wf.filename in stale or not _reuse_cached_copy(ckpt, wf, folder)]
     base = weights_base_url()
-    mirror = base != GCS_PREFIX
-    index = _fetch_index(base) if mirror and missing else None
-    for wf in missing:
-        dest = folder / wf.filename
-        rel = wf.relpath
-        url = base + rel if rel is not None else wf.url
-        sha, size = _expected(wf, rel, index)
-        with _file_lock(dest):
-            if dest.is_file():  # another process finished it while we waited
-                continue
-            actual = _download(url, dest, sha256=sha, size=size, progress=progress, desc=f"{ckpt.name}/{wf.filename}")
-        _record(folder, wf.filename, actual, url, verified=sha is not None)
     rel = ckpt.model_json_relpath
-    if mirror and missing and rel is not None:
-        _fetch_model_json(base + rel, folder, index.get(rel) if index else None)
+    want_model_json = base != GCS_PREFIX and rel is not None and (force or not _model_json_known(folder, manifest))
+    if is_offline(offline):
+        if todo:
+            why = "ZSAD_OFFLINE is set" if offline is None else "offline=True was given"
+            raise WeightsError(_missing_message(ckpt, folder, todo, f"{why}, so nothing was downloaded"))
+        return folder
+    if not todo and not want_model_json:
+        return folder
+    _mkdir(folder, folder / (todo[0].filename if todo else "model.json"))
+    remaining = list(todo)
+    try:
+        index = _fetch_index(base) if base != GCS_PREFIX else None
+        for wf in todo:
+            dest = folder / wf.filename
+            url = base + wf.relpath if wf.relpath is not None else wf.url
+            sha, size = _expected(wf, wf.relpath, index)
+            with _file_lock(dest):
+                fresh = not force and wf.filename not in stale
+                if fresh and dest.is_file():  # another process finished it while we waited
+                    remaining.remove(wf)
+                    continue
+                if force:
+                    _discard(*_part_paths(dest))
+                actual = _download(url, dest, sha256=sha, size=size, progress=progress,
+                                   desc=f"{ckpt.name}/{wf.filename}")
+            _record(folder, wf.filename, actual, url, verified=sha is not None)
+            remaining.remove(wf)
+        if want_model_json:
+            _fetch_model_json(base + rel, folder, index.get(rel) if index else None)
+    except _Unreachable as exc:
+        if not remaining:
+            raise
+        raise WeightsError(_missing_message(ckpt, folder, remaining, exc.why)) from exc
     return folder
+
+
+def _model_json_known(folder: Path, manifest: dict[str, dict[str, Any]]) -> bool:
+    """Whether the mirror's optional model.json was fetched, or found not to exist (a 404 recorded)."""
+    return (folder / "model.json").is_file() or bool(manifest.get("model.json", {}).get("absent"))
 
 
 def _fetch_model_json(url: str, folder: Path, entry: dict[str, Any] | None) -> None:
     raw = _fetch_optional(url)
     if raw is None:
+        _write_manifest(folder, {"model.json": {"absent": True, "source": url}})
         return
     actual = hashlib.sha256(raw).hexdigest()
     expected = (entry or {}).get("sha256")
     if expected and actual != expected:
         raise DownloadError(f"Checksum mismatch for {url}: expected sha256 {expected}, got {actual}; not kept.")
-    dest = folder / "model.json"
-    tmp = dest.with_suffix(".json.part")
-    tmp.write_bytes(raw)
-    os.replace(tmp, dest)
+    write_bytes(folder / "model.json", raw, durable=True)
     _record(folder, "model.json", actual, url, verified=bool(expected))
 
 
-def _offline_message(ckpt: Checkpoint, folder: Path, missing: list[WeightFile], *, from_env: bool) -> str:
+def _stale_message(ckpt: Checkpoint, folder: Path, stale: dict[str, str]) -> str:
+    files = "; ".join(f"{folder / f}: {why}" for f, why in stale.items())
+    return (
+        f"Cached file(s) of checkpoint {ckpt.name!r} changed since they were stored ({files}): they "
+        f"are corrupt or were modified. Run `zsad weights download {ckpt.name}` to download them again."
+    )
+
+
+def _missing_message(ckpt: Checkpoint, folder: Path, missing: list[WeightFile], why: str) -> str:
     base = weights_base_url()
     width = max(len(wf.filename) for wf in missing)
     rows = "\n".join(
         f"  {wf.filename:<{width}}  from {base + wf.relpath if wf.relpath else wf.url}" for wf in missing
     )
-    why = "ZSAD_OFFLINE is set" if from_env else "offline=True was given"
     return (
-        f"Checkpoint {ckpt.name!r} is incomplete in the zsad cache and {why}, so nothing was downloaded.\n"
+        f"Checkpoint {ckpt.name!r} is incomplete in the zsad cache and {why}.\n"
         f"Missing {len(missing)} file(s). Put them in the folder {folder} under exactly these names:\n{rows}\n"
         "To fix it, either:\n"
         f"  - with network access (ZSAD_OFFLINE unset), run `zsad weights download {ckpt.name}`, which fills that "
         "folder, or\n"
         f"  - download the files anywhere and run `zsad weights import {ckpt.name} "
         f"{' '.join('PATH/' + wf.name for wf in missing)}`, or\n"
-        "  - copy them yourself into that folder under the names above."
+        "  - copy them yourself into that folder under the names above.\n"
+        f"{TRY_WITHOUT_WEIGHTS}"
     )
 
 
-def _ensure_hub(ckpt: Checkpoint, offline: bool) -> Path:
+def replace_hint(path: str | os.PathLike[str]) -> str:
+    """How to replace a bad weight file: the exact ``zsad weights download`` command when it is in the cache.
+
+    Example:
+        >>> replace_hint(cache_dir() / "tips-v1-l14-hr" / "vision.npz")
+        'It is in the zsad cache: `zsad weights download tips-v1-l14-hr --force` fetches a fresh copy.'
+    """
+    folder = Path(path).absolute().parent
+    if folder.parent == cache_dir().absolute() and folder.name in known_checkpoint_names("tips"):
+        return f"It is in the zsad cache: `zsad weights download {folder.name} --force` fetches a fresh copy."
+    return "Replace it with a good copy (e.g. the official file from `zsad weights list`)."
+
+
+def _ensure_hub(ckpt: Checkpoint, offline: bool, *, force: bool = False) -> Path:
     import huggingface_hub as hub  # a core dependency, imported only when needed
     from huggingface_hub import errors
 
     label = ckpt.name if ckpt.name == ckpt.repo_id else f"{ckpt.name} ({ckpt.repo_id})"
+    if not offline and not _hub_cached(ckpt):
+        check_hub_reachable(str(ckpt.repo_id), _hub_files(ckpt))
     try:
         if ckpt.kind == "open_clip":
-            return Path(_open_clip_file(hub, ckpt, offline)).parent
-        return Path(hub.snapshot_download(ckpt.repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=offline))
+            return Path(_open_clip_file(hub, ckpt, offline, force)).parent
+        return Path(hub.snapshot_download(ckpt.repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=offline,
+                                          **({"force_download": True} if force else {})))
     except errors.LocalEntryNotFoundError as exc:
         if offline:
             raise WeightsError(
                 f"{label} is not in the Hugging Face cache and offline mode is on, so nothing was downloaded."
                 f" With network access run `zsad weights download {ckpt.name}` (or "
-                f"`hf download {ckpt.repo_id}`); the Hugging Face cache is set by HF_HOME / HF_HUB_CACHE."
+                f"`hf download {ckpt.repo_id}`); the Hugging Face cache is set by HF_HOME / HF_HUB_CACHE. "
+                f"{TRY_WITHOUT_WEIGHTS}."
             ) from exc
         raise DownloadError(
             f"Could not download {ckpt.repo_id} from the Hugging Face hub ({exc}). Check your network connection "
@@ -235,14 +324,14 @@ def _ensure_hub(ckpt: Checkpoint, offline: bool) -> Path:
         raise DownloadError(f"Could not download {ckpt.repo_id} from the Hugging Face hub: {exc}") from exc
 
 
-def _open_clip_file(hub: Any, ckpt: Checkpoint, offline: bool) -> str:
+def _open_clip_file(hub: Any, ckpt: Checkpoint, offline: bool, force: bool = False) -> str:
     """The open_clip weight file, safetensors preferred, as ``open_clip.pretrained`` looks for it."""
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    names = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-    for filename in names:
+    for filename in _OPEN_CLIP_FILES:
         try:
-            return hub.hf_hub_download(ckpt.repo_id, filename, local_files_only=offline)
+            return hub.hf_hub_download(ckpt.repo_id, filename, local_files_only=offline,
+                                       **({"force_download": True} if force else {}))
         except EntryNotFoundError as exc:  # not in the repository (online) or not in the cache (offline)
             if isinstance(exc, LocalEntryNotFoundError) and not offline:
                 raise  # the hub is unreachable: trying the other file name would only wait again
@@ -250,14 +339,58 @@ def _open_clip_file(hub: Any, ckpt: Checkpoint, offline: bool) -> str:
     raise last
 
 
+_OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _hub_files(ckpt: Checkpoint) -> tuple[str, ...]:
+    return _OPEN_CLIP_FILES if ckpt.kind == "open_clip" else ("config.json",)
+
+
 def _hub_cached(ckpt: Checkpoint) -> bool:
+    return _cached_in_hub(str(ckpt.repo_id), _hub_files(ckpt))
+
+
+def _cached_in_hub(repo_id: str, filenames: Sequence[str]) -> bool:
     try:
         import huggingface_hub as hub
     except ImportError:  # pragma: no cover
         return False
-    names = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin") if ckpt.kind == "open_clip" else (
-        "config.json",)
-    return any(isinstance(hub.try_to_load_from_cache(ckpt.repo_id, n), str) for n in names)
+    try:
+        return any(isinstance(hub.try_to_load_from_cache(repo_id, n), str) for n in filenames)
+    except ValueError:  # not a valid repository id (e.g. a local path): nothing of it is cached
+        return False
+
+
+def check_hub_reachable(
+    repo_id: str, filenames: Sequence[str] = ("config.json",), *, offline: bool | None = None
+) -> None:
+    """Fail fast, in one line, when *repo_id* is not cached and the Hugging Face hub cannot be reached.
+
+    ``huggingface_hub`` retries an unreachable hub for up to a minute, with log noise, before it gives up. This
+    sends one request instead (a HEAD of the first of *filenames*, at most ``min(ZSAD_DOWNLOAD_TIMEOUT, 10)``
+    seconds) and raises :class:`~zsad.errors.WeightsError` saying what to do. It does nothing when one of
+    *filenames* is cached, in offline mode (``ZSAD_OFFLINE``, ``HF_HUB_OFFLINE``) or when the hub answers at all
+    (even with an HTTP error, which the download itself then reports).
+
+    Example:
+        >>> check_hub_reachable("google/siglip2-base-patch16-224", offline=True)  # offline: nothing to check
+    """
+    import huggingface_hub as hub
+    from huggingface_hub import constants, errors
+
+    if is_offline(offline) or constants.HF_HUB_OFFLINE or _cached_in_hub(repo_id, filenames):
+        return
+    try:
+        hub.get_hf_file_metadata(hub.hf_hub_url(repo_id, filenames[0]), timeout=min(timeout(), 10.0))
+    except (errors.HfHubHTTPError, errors.HFValidationError):
+        return  # the hub answered: it is reachable
+    except Exception as exc:  # noqa: BLE001 - transport errors of whichever HTTP client huggingface_hub uses
+        raise WeightsError(
+            f"Cannot reach the Hugging Face hub ({constants.ENDPOINT}) to download {repo_id} "
+            f"({type(exc).__name__}: {exc}). Check your network connection or HF_ENDPOINT; or, on a machine with "
+            f"network access, run `hf download {repo_id}` and copy its Hugging Face cache (HF_HOME) here, then "
+            f"set ZSAD_OFFLINE=1. {TRY_WITHOUT_WEIGHTS}."
+        ) from None
 
 
 def verify_checkpoint(name: str) -> dict[str, Status]:
@@ -319,9 +452,9 @@ def import_files(name: str, paths: Iterable[str | os.PathLike[str]]) -> Path:
 
     Files are mapped to the standard names by suffix: ``*_vision.npz`` → ``vision.npz``, ``*_text.npz`` →
     ``text.npz``, ``*tokenizer.model`` → ``tokenizer.model``, ``*_model.json`` → ``model.json`` (the standard names
-    themselves are accepted too). A folder stands for the matching files in it. Files are hard-linked when possible,
-    else copied, and atomically put in place; a file whose sha256 is known must match it
-    (:class:`~zsad.errors.CheckpointError` otherwise, and nothing is changed).
+    themselves are accepted too). A folder stands for the matching files in it. Files are copied (never linked:
+    editing or deleting the source later does not change the cache) and atomically put in place; a file whose
+    sha256 is known must match it (:class:`~zsad.errors.CheckpointError` otherwise, and nothing is changed).
 
     Example:
         >>> import os, pathlib, tempfile, unittest.mock

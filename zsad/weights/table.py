@@ -18,6 +18,12 @@ GCS_PREFIX = "https://storage.googleapis.com/tips_data/"
 INDEX_NAME = "zsad-weights.json"
 """The optional checksum index at a mirror's root."""
 
+TRY_WITHOUT_WEIGHTS = (
+    "To try zsad without any weights or network, use the 'tiny' recipe (random weights, meaningless scores): "
+    "zsad predict IMAGE --recipe tiny"
+)
+"""The hint every missing-weights message ends with."""
+
 Kind = Literal["tips", "huggingface", "open_clip"]
 
 
@@ -68,6 +74,7 @@ class Checkpoint:
         repo_id: the Hugging Face repository (hub kinds).
         arch, tag: the open_clip model name and pretrained tag (``"open_clip"`` only).
         attribution: the attribution the licence asks for.
+        patch_size: the image tower's patch size (input sizes must be multiples of it), known without loading.
     """
 
     name: str
@@ -80,6 +87,7 @@ class Checkpoint:
     arch: str | None = None
     tag: str | None = None
     attribution: str = ""
+    patch_size: int | None = None
 
     @property
     def size(self) -> int | None:
@@ -153,6 +161,7 @@ def _tips(
         licence=_CC_BY,
         source=_TIPS_SRC,
         attribution=attribution,
+        patch_size=14,
     )
 
 
@@ -173,19 +182,20 @@ _APACHE_SIGLIP2 = (
 
 
 def _hub(
-    name: str, desc: str, licence: str, attribution: str, *, repo: str | None = None, arch: str | None = None,
-    tag: str | None = None,
+    name: str, desc: str, licence: str, attribution: str, patch: int, *, repo: str | None = None,
+    arch: str | None = None, tag: str | None = None,
 ) -> Checkpoint:
     repo = repo or name
     return Checkpoint(
         name=name, kind="open_clip" if arch else "huggingface", files=(), description=desc, licence=licence,
         source=f"https://huggingface.co/{repo}", repo_id=repo, arch=arch, tag=tag, attribution=attribution,
+        patch_size=patch,
     )
 
 
-def _open_clip(arch: str, tag: str, repo: str, licence: str, desc: str) -> Checkpoint:
+def _open_clip(arch: str, tag: str, repo: str, licence: str, desc: str, patch: int) -> Checkpoint:
     attribution = f"open_clip checkpoint {arch}/{tag}, licence {licence}; see https://huggingface.co/{repo}"
-    return _hub(f"{arch}.{tag}", desc, licence, attribution, repo=repo, arch=arch, tag=tag)
+    return _hub(f"{arch}.{tag}", desc, licence, attribution, patch, repo=repo, arch=arch, tag=tag)
 
 
 CHECKPOINTS: tuple[Checkpoint, ...] = (
@@ -205,24 +215,24 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     _tips("tips-v2-g14", "v2_0", "tips_v2_oss_g14", *_G, "TIPSv2 g/14 (SwiGLU), 448 px"),
     *(
         _hub(f"google/tipsv2-{v}", f"TIPSv2 {v} (transformers Tipsv2Model; hub card says apache-2.0, "
-             "treated as CC-BY-4.0 like the upstream release)", _CC_BY, _TIPS_V2_ATTR)
+             "treated as CC-BY-4.0 like the upstream release)", _CC_BY, _TIPS_V2_ATTR, 14)
         for v in ("b14", "l14", "so400m14", "g14")
     ),
-    _hub("google/siglip2-base-patch16-224", "SigLIP2 B/16, 224 px (SiglipModel)", "Apache-2.0", _APACHE_SIGLIP2),
-    _hub("google/siglip2-large-patch16-512", "SigLIP2 L/16, 512 px (SiglipModel)", "Apache-2.0", _APACHE_SIGLIP2),
+    _hub("google/siglip2-base-patch16-224", "SigLIP2 B/16, 224 px (SiglipModel)", "Apache-2.0", _APACHE_SIGLIP2, 16),
+    _hub("google/siglip2-large-patch16-512", "SigLIP2 L/16, 512 px (SiglipModel)", "Apache-2.0", _APACHE_SIGLIP2, 16),
     _hub("google/siglip2-so400m-patch14-384", "SigLIP2 SO400m/14, 384 px (SiglipModel)", "Apache-2.0",
-         _APACHE_SIGLIP2),
-    _hub("google/siglip2-base-patch16-naflex", "SigLIP2 B/16 NaFlex (Siglip2Model)", "Apache-2.0", _APACHE_SIGLIP2),
-    _open_clip("ViT-B-16", "openai", "timm/vit_base_patch16_clip_224.openai", "MIT", "OpenAI CLIP B/16, 224 px"),
-    _open_clip("ViT-L-14", "openai", "timm/vit_large_patch14_clip_224.openai", "MIT", "OpenAI CLIP L/14, 224 px"),
+         _APACHE_SIGLIP2, 14),
+    _hub("google/siglip2-base-patch16-naflex", "SigLIP2 B/16 NaFlex (Siglip2Model)", "Apache-2.0", _APACHE_SIGLIP2, 16),
+    _open_clip("ViT-B-16", "openai", "timm/vit_base_patch16_clip_224.openai", "MIT", "OpenAI CLIP B/16, 224 px", 16),
+    _open_clip("ViT-L-14", "openai", "timm/vit_large_patch14_clip_224.openai", "MIT", "OpenAI CLIP L/14, 224 px", 14),
     _open_clip("ViT-L-14-336", "openai", "timm/vit_large_patch14_clip_336.openai", "MIT",
-               "OpenAI CLIP L/14, 336 px (AnomalyCLIP/AdaCLIP backbone)"),
+               "OpenAI CLIP L/14, 336 px (AnomalyCLIP/AdaCLIP backbone)", 14),
     _open_clip("ViT-B-16", "laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "MIT",
-               "OpenCLIP B/16 trained on LAION-2B"),
+               "OpenCLIP B/16 trained on LAION-2B", 16),
     _open_clip("ViT-L-14", "laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "MIT",
-               "OpenCLIP L/14 trained on LAION-2B"),
+               "OpenCLIP L/14 trained on LAION-2B", 14),
     _open_clip("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "MIT",
-               "OpenCLIP H/14 trained on LAION-2B"),
+               "OpenCLIP H/14 trained on LAION-2B", 14),
 )
 """Every checkpoint zsad knows, in display order."""
 
@@ -254,6 +264,21 @@ def known_checkpoint_names(kind: Kind | None = None) -> tuple[str, ...]:
         True
     """
     return tuple(c.name for c in CHECKPOINTS if kind is None or c.kind == kind)
+
+
+def patch_size_of(spec: str | None) -> int | None:
+    """The patch size of a known checkpoint named in a backbone's ``checkpoint`` setting, or None.
+
+    ``ARCH:TAG`` (the open_clip backbone's spelling) is looked up as ``ARCH.TAG``.
+
+    Example:
+        >>> patch_size_of("tips-v1-l14-hr"), patch_size_of("ViT-B-16:openai"), patch_size_of("/my/folder")
+        (14, 16, None)
+    """
+    if not spec:
+        return None
+    ckpt = _BY_NAME.get(str(spec)) or _BY_NAME.get(str(spec).replace(":", ".", 1))
+    return ckpt.patch_size if ckpt is not None else None
 
 
 def _unknown_message(name: str, what: str) -> str:
