@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence, overload
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence, overload
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from zsad.components import create_backbone, create_head, create_prompts, get_recipe
 from zsad.config import DetectorConfig
-from zsad.errors import ConfigError, ImageError
-from zsad.heads.base import ImageHead, PixelHead, ScoreInputs
-from zsad.io import prepare_batch
+from zsad.errors import ConfigError
+from zsad.io import as_items, class_names_for, iter_prepared, prepare_batch
 from zsad.prompts.templates import normalize_class_name
-from zsad.results import AnomalyResult
+from zsad.results import AnomalyResult, batch_results
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that Detector.from_export works without it
+    import torch
+
+    from zsad.export import ExportedDetector, ExportReport
+    from zsad.heads.base import ImageHead, PixelHead, ScoreInputs
 
 __all__ = ["Detector", "BatchScores"]
 
@@ -50,11 +53,13 @@ class BatchScores:
 
 
 def _default_device() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16",
+           "fp16": "float16"}
 
 
 class Detector:
@@ -76,6 +81,8 @@ class Detector:
         dtype: str | torch.dtype | None = None,
         backbone: Any = None,
     ) -> None:
+        import torch
+
         self.config = config
         self.device = torch.device(device or _default_device())
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -83,7 +90,8 @@ class Detector:
                 f"device={str(device)!r} was requested but PyTorch sees no CUDA device (torch {torch.__version__}); "
                 "use device='cpu', or install a CUDA build of PyTorch on a machine with an NVIDIA GPU."
             )
-        self.dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else (dtype or torch.float32)
+        named = isinstance(dtype, str) and dtype in _DTYPES
+        self.dtype = getattr(torch, _DTYPES[dtype]) if named else (dtype or torch.float32)
         if not isinstance(self.dtype, torch.dtype):
             raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
         self.backbone = backbone if backbone is not None else create_backbone(
@@ -157,9 +165,49 @@ class Detector:
             config = config.with_overrides(prompt_checkpoint=str(folder / ckpt))
         return cls(config, **kwargs)
 
+    # -- deployment --------------------------------------------------------------------------------------------
+    def export(
+        self,
+        path: str | os.PathLike,
+        class_names: Sequence[str],
+        *,
+        format: Literal["onnx", "openvino"] | None = None,
+        verify: bool = True,
+        opset: int | None = None,
+        progress: bool = False,
+    ) -> ExportReport:
+        """Write one ONNX or OpenVINO graph of this detector for ``class_names``, prototypes baked in.
+
+        The graph takes ``pixels`` (``(B, 3, S, S)`` float32 RGB in [0, 1]) and ``class_index`` (``(B,)`` int64,
+        positions in ``class_names``) and returns ``pred_score``, ``scores`` and ``anomaly_map``; run it without
+        PyTorch with :meth:`from_export`. See :func:`zsad.export.export_detector` for the arguments.
+        """
+        from zsad.export.graph import export_detector
+
+        return export_detector(self, class_names, path, format=format, verify=verify, opset=opset, progress=progress)
+
+    @classmethod
+    def from_export(
+        cls,
+        path: str | os.PathLike,
+        runtime: Literal["onnxruntime", "openvino"] | None = None,
+        **options: Any,
+    ) -> ExportedDetector:
+        """Load a graph written by :meth:`export` (or ``zsad export``) to run with ONNX Runtime or OpenVINO.
+
+        The result predicts like a detector (same :class:`AnomalyResult`, same preprocessing) and neither this call
+        nor its predictions import torch. See :meth:`zsad.export.ExportedDetector.load` for ``runtime`` and the
+        options (``device``, ``threads``, ``options``).
+        """
+        from zsad.export.runtime import ExportedDetector
+
+        return ExportedDetector.load(path, runtime, **options)
+
     # -- prototypes --------------------------------------------------------------------------------------------
     def prototypes(self, class_names: Sequence[str], kind: Literal["global", "local"] = "global") -> torch.Tensor:
         """Text prototypes ``(C, 2, D)`` (``(1, 2, D)`` for class-agnostic local prompts), cached per class."""
+        import torch
+
         token = self.prompts.cache_token(kind)
         agnostic = kind == "local" and self.prompts.class_agnostic_local
         names = ["*"] if agnostic else [normalize_class_name(c) for c in class_names]
@@ -180,9 +228,22 @@ class Detector:
     def score_pixels(self, pixels: torch.Tensor, class_names: Sequence[str]) -> BatchScores:
         """Score a preprocessed batch ``(B, 3, S, S)``; ``class_names`` has one entry per image."""
         self._warn_if_untrained()
-        features = self.backbone.encode_image(pixels.to(self.device))
         g_f = self.prototypes(class_names, "global")  # (B, 2, D)
         g_l = self.prototypes(class_names, "local")  # (B or 1, 2, D)
+        return self.score_with_prototypes(pixels.to(self.device), g_f, g_l)
+
+    def score_with_prototypes(self, pixels: torch.Tensor, g_f: torch.Tensor, g_l: torch.Tensor) -> BatchScores:
+        """Score a preprocessed batch against given prototypes: the per-batch scoring as a tensor function.
+
+        ``pixels`` ``(B, 3, S, S)`` are on the detector's device; ``g_f`` are the global prototypes ``(B, 2, D)``,
+        ``g_l`` the local ones ``(B or 1, 2, D)`` (see :meth:`prototypes`).
+
+        :meth:`score_pixels` calls it with the prototypes of the class names; :meth:`export` traces it with the
+        prototypes of the exported classes baked in.
+        """
+        from zsad.heads.base import ScoreInputs
+
+        features = self.backbone.encode_image(pixels)
         global_probs = {
             role: self.backbone.probabilities(vec.unsqueeze(1), g_f).squeeze(1) for role, vec in features.globals.items()
         }
@@ -226,21 +287,8 @@ class Detector:
         The next chunk is decoded while the caller works on the current one (e.g. runs the model), and the images
         of a chunk are decoded in parallel by ``workers`` threads (default: up to 8, one per CPU core).
         """
-        items = list(inputs)
         size = self.config.batch_size if batch_size is None else batch_size
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        if not chunks:
-            return
-        workers = workers or min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=1) as ahead, ThreadPoolExecutor(max_workers=workers) as decode:
-            pending = ahead.submit(self.preprocess, chunks[0], decode)
-            for index, chunk in enumerate(chunks):
-                batch = pending.result()
-                if index + 1 < len(chunks):
-                    pending = ahead.submit(self.preprocess, chunks[index + 1], decode)
-                yield chunk, batch
+        yield from iter_prepared(inputs, size, self.preprocess, workers=workers)
 
     @overload
     def predict(self, inputs: Sequence[ImageInput], class_name: str | Sequence[str] = ..., **kw: Any) -> list[AnomalyResult]: ...
@@ -270,13 +318,12 @@ class Detector:
         Returns:
             One :class:`AnomalyResult` for a single input (a path, image, array or 3-D tensor); a list otherwise.
         """
+        import torch
+
         if map_size not in ("original", "input"):
             raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
-        single = not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, torch.Tensor) and inputs.ndim == 4)
-        items = [inputs] if single or isinstance(inputs, torch.Tensor) else list(inputs)
-        if not items:
-            raise ImageError("predict() got an empty list of inputs; pass at least one image.")
-        names = self._class_names(class_name, items)
+        items, single = as_items(inputs)
+        names = class_names_for(class_name, items)
         results: list[AnomalyResult] = []
         from tqdm.auto import tqdm
 
@@ -290,31 +337,17 @@ class Detector:
                 bar.update(len(chunk))
         return results[0] if single and len(results) == 1 else results
 
-    def _class_names(self, class_name: str | Sequence[str], items: list) -> list[str]:
-        count = sum(int(x.shape[0]) if isinstance(x, torch.Tensor) and x.ndim == 4 else 1 for x in items)
-        if isinstance(class_name, str):
-            return [class_name] * count
-        names = list(class_name)
-        if len(names) != count:
-            raise ConfigError(f"class_name has {len(names)} entries for {count} images; give one name or one per image.")
-        return names
-
     def _results(self, out: BatchScores, batch, names: list[str], map_size: str) -> Iterable[AnomalyResult]:
-        score_rows = {k: v.float().cpu().numpy() for k, v in out.scores.items()}
-        main = self.config.heads.image_score
-        for i, (hw, path) in enumerate(zip(batch.original_sizes, batch.paths)):
+        import torch.nn.functional as F
+
+        maps = []
+        for i, hw in enumerate(batch.original_sizes):
             amap = out.maps[i : i + 1]
             if map_size == "original" and tuple(amap.shape[-2:]) != hw:
                 amap = F.interpolate(amap.unsqueeze(1), size=hw, mode="bilinear", align_corners=False).squeeze(1)
-            scores = {k: float(v[i]) for k, v in score_rows.items()}
-            yield AnomalyResult(
-                pred_score=scores[main],
-                scores=scores,
-                anomaly_map=amap[0].float().cpu().numpy().astype(np.float32, copy=False),
-                class_name=names[i],
-                image_path=path,
-                original_size=hw,
-            )
+            maps.append(amap[0].float().cpu().numpy().astype(np.float32, copy=False))
+        scores = {k: v.float().cpu().numpy() for k, v in out.scores.items()}
+        return batch_results(scores, maps, batch, names, self.config.heads.image_score)
 
     def __repr__(self) -> str:
         c = self.config

@@ -25,6 +25,7 @@ __all__ = [
     "DownloadError",
     "MissingDependencyError",
     "MetricError",
+    "ExportError",
 ]
 
 
@@ -77,6 +78,10 @@ class MissingDependencyError(ZsadError, ImportError):
 
 class MetricError(ZsadError, ValueError):
     """Metric inputs are inconsistent (shapes, non-finite scores, non-binary masks)."""
+
+
+class ExportError(ZsadError, RuntimeError):
+    """A detector cannot be exported to a graph; the message names the component and the reason."""
 
 
 def require(module: str, extra: str, purpose: str):
