@@ -10,7 +10,8 @@ Models:
 Each runtime scores the same preprocessed batch (the model path: backbone, prototypes, S1–S5 and the smoothed pixel
 maps; no image decoding) and the runtimes take turns, round after round, so that a busy machine slows them alike;
 the table shows the median over rounds. Beside each figure is its largest deviation from PyTorch float32 on that
-batch. ``OpenVINO bf16`` lets OpenVINO compute in bfloat16 where the CPU supports it (its own default there): it is
+batch. ``--opset20`` adds graphs exported with opset 20, whose attention is plain matrix products instead of the
+fused ``Attention`` operator of the default opset 23. ``OpenVINO bf16`` lets OpenVINO compute in bfloat16 where the CPU supports it (its own default there): it is
 listed to show the price of that speed and is not a parity mode. Compare ratios within one run only: timings on
 shared machines are noisy.
 """
@@ -48,19 +49,20 @@ def build(model: str, size: int) -> Detector:
                                 image_size=size, backbone_options={"random_arch": TIPS_S}, device="cpu")
 
 
-def runners(det: Detector, folder: Path, threads: int) -> dict[str, Callable[[np.ndarray, np.ndarray], dict]]:
-    path = folder / "model.onnx"
-    det.export(path, CLASSES, verify=False)
-
+def runners(det: Detector, folder: Path, threads: int, opset20: bool) -> dict[str, Callable[[np.ndarray, np.ndarray], dict]]:
     def pytorch(pixels: np.ndarray, index: np.ndarray) -> dict:
         with torch.inference_mode():
             out = det.score_pixels(torch.from_numpy(pixels), [CLASSES[i] for i in index])
         return {"pred_score": out.scores[det.config.heads.image_score].numpy(), "anomaly_map": out.maps.numpy()}
 
     table: dict[str, Callable] = {"PyTorch float32": pytorch}
-    table["ONNX Runtime"] = ExportedDetector.load(path, "onnxruntime", threads=threads).run
-    table["OpenVINO"] = ExportedDetector.load(path, "openvino", threads=threads).run
-    table["OpenVINO bf16"] = ExportedDetector.load(path, "openvino", threads=threads,
+    for opset in (23, 20) if opset20 else (23,):
+        path = folder / f"model-{opset}.onnx"
+        det.export(path, CLASSES, verify=False, opset=opset)
+        tag = "" if opset == 23 else ", opset 20"
+        table[f"ONNX Runtime{tag}"] = ExportedDetector.load(path, "onnxruntime", threads=threads).run
+        table[f"OpenVINO{tag}"] = ExportedDetector.load(path, "openvino", threads=threads).run
+    table["OpenVINO bf16"] = ExportedDetector.load(folder / "model-23.onnx", "openvino", threads=threads,
                                                    options={"INFERENCE_PRECISION_HINT": "bf16"}).run
     return table
 
@@ -71,7 +73,7 @@ def measure(model: str, args: argparse.Namespace) -> list[dict]:
     pixels = rng.random((args.batch, 3, args.size, args.size), dtype=np.float32)
     index = np.arange(args.batch) % len(CLASSES)
     with tempfile.TemporaryDirectory() as folder:
-        table = runners(det, Path(folder), args.threads)
+        table = runners(det, Path(folder), args.threads, args.opset20)
         reference = table["PyTorch float32"](pixels, index)
         seconds: dict[str, list[float]] = {name: [] for name in table}
         deviation: dict[str, tuple[float, float]] = {}
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=518)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--opset20", action="store_true", help="also time graphs exported with opset 20 (no fused attention)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = [row for model in args.models for row in measure(model, args)]

@@ -240,7 +240,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
     info: dict[str, Any] = {"zsad": __version__, "python": platform.python_version(), "platform": platform.platform()}
-    for mod in ("torch", "transformers", "numpy", "PIL", "open_clip", "sentencepiece", "safetensors"):
+    for mod in ("torch", "transformers", "numpy", "PIL", "open_clip", "sentencepiece", "safetensors", "onnxruntime",
+                "openvino"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - optional packages

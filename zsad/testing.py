@@ -616,9 +616,9 @@ def check_export(
     sizes) must agree with :meth:`zsad.Detector.predict` within ``atol``. Returns runtime -> max deviation.
 
     Example:
-        >>> deviation = check_export("tips")
-        >>> sorted(deviation) == sorted(d for d in ("onnxruntime", "openvino") if d in deviation) and len(deviation) > 0
-        True
+        >>> deviation = check_export("tips", runtimes=["onnxruntime"])
+        >>> list(deviation), deviation["onnxruntime"] < 1e-4
+        (['onnxruntime'], True)
     """
     import tempfile
     from pathlib import Path

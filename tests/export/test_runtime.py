@@ -198,3 +198,25 @@ def test_cli_predict_model_refuses_recipe_options(tiny_onnx, images, capsys):
     assert "--set cannot change an exported model" in capsys.readouterr().err
     assert main(["predict", str(images), "--runtime", "openvino"]) == 2
     assert "--runtime applies to exported models only" in capsys.readouterr().err
+
+
+def test_large_models_keep_their_weights_in_a_side_file(monkeypatch, tiny, tmp_path):
+    import zsad.export.graph as graph
+
+    monkeypatch.setattr(graph, "_ONNX_SIZE_LIMIT", 0)  # as for a model over the 2 GiB protobuf limit
+    report = tiny.export(tmp_path / "big.onnx", CLASSES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    assert [p.name for p in report.files] == ["big.onnx.data", "big.onnx"]
+    image = np.zeros((30, 30, 3), np.uint8)
+    expected = tiny.predict(image, class_name="screw").pred_score
+    for runtime in ("onnxruntime", "openvino"):
+        assert abs(Detector.from_export(tmp_path / "big.onnx", runtime).predict(image, class_name="screw").pred_score
+                   - expected) < 1e-4
+
+
+def test_opset_20_for_older_runtimes(tiny, tmp_path):
+    report = tiny.export(tmp_path / "old.onnx", CLASSES, opset=20)
+    model = onnx.load(str(report.path))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [20]
+    assert "Attention" not in {n.op_type for n in model.graph.node}
+    assert report.max_deviation < 1e-4

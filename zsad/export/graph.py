@@ -25,14 +25,18 @@ Example (the traced module of a tiny random model; :mod:`zsad.export.runtime` sh
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
+import logging
 import re
 import shutil
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -177,9 +181,11 @@ def export_detector(
     program = _trace(graph, detector, size, len(names), opset or _OPSET)
     program.model.metadata_props[METADATA_KEY] = metadata.to_json()
     report = ExportReport(path, [], metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         work = Path(tmp) / path.name
-        big = sum(t.numel() * t.element_size() for t in graph.state_dict().values()) > _ONNX_SIZE_LIMIT
+        weights = (v.const_value for v in program.model.graph.initializers.values() if v.const_value is not None)
+        big = sum(w.nbytes for w in weights) > _ONNX_SIZE_LIMIT
         onnx_path = work if format == "onnx" else Path(tmp) / "graph.onnx"
         program.save(onnx_path, external_data=big)
         if format == "openvino":
@@ -217,7 +223,6 @@ def _target(path: Path, format: str | None) -> tuple[Path, str]:
             f"The {format} format is written to a *{FORMATS[format]} file; got {path}. Use "
             f"{path.with_suffix(FORMATS[format])}."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     return path, format
 
 
@@ -289,31 +294,23 @@ def _trace(graph: ScoringGraph, detector: Any, size: int, classes: int, opset: i
     return program
 
 
-class _quiet_exporter:
-    """Keep torch.onnx's progress lines and the optimizer's notices off the console (errors still raise)."""
-
-    def __enter__(self):
-        import contextlib
-        import io
-        import logging
-        import warnings
-
-        self._stack = contextlib.ExitStack()
-        self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        self._stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-        self._stack.enter_context(warnings.catch_warnings())
-        warnings.simplefilter("ignore")
-        names = ("onnxscript", "torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx",
-                 "torch.fx.experimental.symbolic_shapes")
-        loggers = [logging.getLogger(n) for n in names]
-        levels = [lg.level for lg in loggers]
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        self._stack.callback(lambda: [lg.setLevel(lv) for lg, lv in zip(loggers, levels)])
-        return self
-
-    def __exit__(self, *exc):
-        return self._stack.__exit__(*exc)
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep torch.onnx's progress lines, graph dumps and the optimizer's notices off the console (errors still raise)."""
+    names = ("onnxscript", "torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx",
+             "torch.fx.experimental.symbolic_shapes")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _components(detector: Any) -> list[tuple[str, type]]:
