@@ -201,7 +201,7 @@ def test_cli_predict_model_refuses_recipe_options(tiny_onnx, images, capsys):
 
 
 def test_large_models_keep_their_weights_in_a_side_file(monkeypatch, tiny, tmp_path):
-    import zsad.export.graph as graph
+    from zsad.export import graph
 
     monkeypatch.setattr(graph, "_ONNX_SIZE_LIMIT", 0)  # as for a model over the 2 GiB protobuf limit
     report = tiny.export(tmp_path / "big.onnx", CLASSES)

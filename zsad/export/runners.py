@@ -76,7 +76,7 @@ class OnnxRuntimeRunner(Runner):
             self.session = ort.InferenceSession(str(path), session_options, providers=self._providers(ort, device))
         except Exception as exc:  # onnxruntime raises classes of its own for unreadable files
             raise CheckpointError(
-                f"ONNX Runtime cannot load {path}: {type(exc).__name__}: {str(exc).strip()[:300]}. The file is not an "
+                f"ONNX Runtime cannot load {path}: {type(exc).__name__}: {_first_line(exc)}. The file is not an "
                 "ONNX model, is damaged, or needs a newer onnxruntime (pip install -U onnxruntime)."
             ) from exc
         self.metadata_json = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -119,7 +119,7 @@ class OpenVinoRunner(Runner):
             model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise CheckpointError(
-                f"OpenVINO cannot read {path}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc!r}. "
+                f"OpenVINO cannot read {path}: {_first_line(exc)}. "
                 "The file is not an OpenVINO IR (*.xml with its *.bin) or ONNX model, or it is damaged."
             ) from exc
         key = ["framework", METADATA_KEY]
@@ -138,7 +138,7 @@ class OpenVinoRunner(Runner):
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise ConfigError(
                 f"OpenVINO cannot compile the model for device {self._device!r} with {self._properties}: "
-                f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc!r}. Devices on this machine: "
+                f"{_first_line(exc)}. Devices on this machine: "
                 f"{', '.join(self._core.available_devices)}."
             ) from exc
         self._request = compiled.create_infer_request()
@@ -147,6 +147,11 @@ class OpenVinoRunner(Runner):
         with self._lock:  # one request, reused: its output buffers are copied before the next call
             self._request.infer({"pixels": pixels, "class_index": class_index})
             return {name: self._request.get_tensor(name).data.copy() for name in OUTPUTS}
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else repr(exc)
 
 
 RUNTIMES: dict[str, type[Runner]] = {r.name: r for r in (OnnxRuntimeRunner, OpenVinoRunner)}
