@@ -92,3 +92,27 @@ def test_exif_orientation_optional(tmp_path):
     img.save(path, exif=exif)
     assert load_image(path).size == (20, 10)
     assert load_image(path, exif_transpose=True).size == (10, 20)
+
+
+def test_numpy_output_is_the_torch_path_without_torch(tmp_path):
+    Image.fromarray(_rgb(33, 47)).save(tmp_path / "a.png")
+    inputs = [str(tmp_path / "a.png"), _rgb(20, 30), Image.fromarray(_rgb(64, 16)), torch.rand(2, 3, 28, 28)]
+    for mean, std in ((None, None), ((0.5, 0.4, 0.3), (0.2, 0.3, 0.4))):
+        as_torch = prepare_batch(inputs, 28, mean=mean, std=std)
+        as_numpy = prepare_batch(inputs, 28, mean=mean, std=std, output="numpy")
+        assert isinstance(as_numpy.pixels, np.ndarray) and as_numpy.pixels.dtype == np.float32
+        np.testing.assert_array_equal(as_numpy.pixels, as_torch.pixels.numpy())
+        assert as_numpy.original_sizes == as_torch.original_sizes and as_numpy.paths == as_torch.paths
+
+
+def test_resize_map_is_torch_bilinear():
+    from zsad.results import resize_map
+
+    rng = np.random.default_rng(0)
+    for source, size in (((56, 56), (40, 50)), ((37, 37), (518, 518)), ((518, 518), (200, 300)), ((5, 7), (1, 9))):
+        amap = rng.random(source, dtype=np.float32)
+        expected = torch.nn.functional.interpolate(torch.from_numpy(amap)[None, None], size=size, mode="bilinear",
+                                                   align_corners=False)[0, 0].numpy()
+        got = resize_map(amap, size)
+        assert got.dtype == np.float32 and got.shape == size
+        np.testing.assert_allclose(got, expected, atol=1e-5)

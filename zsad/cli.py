@@ -73,12 +73,28 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, device: bool = True) -> None
 # -- commands ----------------------------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
     from zsad.data import list_images
-    from zsad.detector import Detector
 
     out = _writable_folder(args.out, "--out")
     paths = list_images(args.inputs)
-    det = Detector.from_recipe(args.recipe, device=args.device, dtype=args.dtype, **parse_set(args.overrides))
-    results = det.predict([str(p) for p in paths], class_name=args.class_name, batch_size=args.batch_size,
+    if args.model:  # an exported graph: ONNX Runtime / OpenVINO, no torch
+        fixed = [flag for flag, given in (("--recipe", args.recipe), ("--set", args.overrides), ("--dtype", args.dtype))
+                 if given]
+        if fixed:
+            raise ZsadError(f"{', '.join(fixed)} cannot change an exported model (the recipe, its overrides and the "
+                            "dtype were fixed by `zsad export`); export it again with them, or drop --model.")
+        from zsad.export.runtime import ExportedDetector
+
+        det: Any = ExportedDetector.load(args.model, args.runtime, device=args.device or "cpu")
+        class_name = args.class_name
+    else:
+        if args.runtime:
+            raise ZsadError("--runtime applies to exported models only; pass the model file with --model FILE.")
+        from zsad.detector import Detector
+
+        det = Detector.from_recipe(args.recipe or "tipsomaly", device=args.device, dtype=args.dtype,
+                                   **parse_set(args.overrides))
+        class_name = args.class_name or "object"
+    results = det.predict([str(p) for p in paths], class_name=class_name, batch_size=args.batch_size,
                           map_size="original", progress=not args.quiet)
     from zsad.viz import output_stems
 
@@ -141,6 +157,17 @@ def _writable_folder(path: str, option: str) -> Path:
             "write to."
         ) from None
     return folder
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from zsad.detector import Detector
+
+    det = Detector.from_recipe(args.recipe, device=args.device or "cpu", dtype=args.dtype, **parse_set(args.overrides))
+    report = det.export(args.out, args.class_names, format=args.format, verify=not args.no_verify, opset=args.opset,
+                        progress=not args.quiet)
+    if not args.quiet:
+        print(report.summary())
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -278,7 +305,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
     info: dict[str, Any] = {"zsad": __version__, "python": platform.python_version(), "platform": platform.platform()}
-    for mod in ("torch", "transformers", "numpy", "PIL", "open_clip", "sentencepiece", "safetensors"):
+    for mod in ("torch", "transformers", "numpy", "PIL", "open_clip", "sentencepiece", "safetensors", "onnxruntime",
+                "openvino"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - optional packages
@@ -363,10 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "predict", "score images and write anomaly maps",
              "  zsad predict part.png --class-name 'metal nut'\n"
              "  zsad predict 'photos/*.jpg' folder/ --class-name screw --out runs/screws --device cuda\n"
-             "  zsad predict img.png --set backbone_checkpoint=/weights/tips-l14 --set image_size=448\n")
+             "  zsad predict img.png --set backbone_checkpoint=/weights/tips-l14 --set image_size=448\n"
+             "  zsad predict --model detector.onnx parts/ --class-name screw   (a model from `zsad export`)\n")
     p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--class-name", default="object", help="object class used in the prompts (default: object)")
+    p.add_argument("--class-name", default=None,
+                   help="object class used in the prompts (default: object; with --model: its only class)")
     _add_recipe_args(p)
+    p.set_defaults(recipe=None)
+    p.add_argument("--model", default=None, metavar="FILE",
+                   help="run a model written by `zsad export` (*.onnx or *.xml) instead of a recipe; needs no PyTorch")
+    p.add_argument("--runtime", choices=["onnxruntime", "openvino"], default=None,
+                   help="runtime for --model (default: openvino for *.xml, else onnxruntime when installed)")
     p.add_argument("--out", default="zsad-predictions", help="output folder (default: zsad-predictions)")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="images per forward pass (default: the recipe's)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="do not write overlay images")
@@ -375,6 +410,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "NAME is the output_name column of scores.csv, listed in OUT/names.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_predict)
+
+    p = _sub(sub, "export", "write a recipe as one ONNX or OpenVINO graph for given classes (deploy without PyTorch)",
+             "  zsad export --class-name 'metal nut' --class-name screw --out detector.onnx\n"
+             "  zsad export --recipe tipsomaly_v2 --class-name pcb --format openvino --out pcb.xml --dtype float16\n"
+             "  zsad predict --model detector.onnx parts/ --class-name screw\n",
+             "Compute the text prototypes of the classes and write one graph: vision tower, prototypes, image "
+             "scores and the smoothed pixel map, normalisation included. Inputs: pixels float32 (B, 3, S, S) RGB in "
+             "[0, 1] and class_index int64 (B,) in --class-name order; outputs: pred_score (B,), scores (B, K), "
+             "anomaly_map (B, S, S). The written graph is run once and compared with PyTorch.")
+    _add_recipe_args(p, device=False)
+    p.add_argument("--class-name", dest="class_names", action="append", required=True, metavar="NAME",
+                   help="a class to bake in (repeatable; class_index counts in this order)")
+    p.add_argument("--format", choices=["onnx", "openvino"], default=None,
+                   help="onnx (*.onnx) or openvino (IR, *.xml + *.bin); default: from the --out suffix")
+    p.add_argument("--out", required=True, metavar="FILE", help="model file to write (*.onnx or *.xml)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="graph precision (default float32)")
+    p.add_argument("--device", default=None, help="device to trace on: cpu (default), cuda, ...")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 23: fused attention; 20 for ONNX Runtime < 1.23 or OpenVINO < 2026)")
+    p.add_argument("--no-verify", action="store_true", help="skip running the written graph against PyTorch")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     p = _sub(sub, "evaluate", "evaluate a recipe on benchmark datasets (metrics, scores, manifest)",
              "  zsad evaluate --recipe tipsomaly --data data/mvtec --out runs/mvtec --set prompt_checkpoint=tipsomaly-visa\n"

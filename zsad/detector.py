@@ -21,36 +21,48 @@ import os
 import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence, overload
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence, overload
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from zsad.backbones.base import check_patch_multiple
 from zsad.components import create_backbone, create_prompts, get_recipe
 from zsad.config import DetectorConfig
 from zsad.errors import ConfigError, ImageError
-from zsad.heads.base import ImageHead, PixelHead
-from zsad.heads.memory import ReferenceMemory
-from zsad.heads.scoring import BatchScorer, BatchScores, build_scorer
-from zsad.io import prepare_batch
-from zsad.prompts.templates import check_class_name
-from zsad.results import AnomalyResult, check_finite_outputs
+from zsad.io import as_items, class_names_for, iter_prepared, prepare_batch
+from zsad.results import AnomalyResult, batch_results
 from zsad.weights.table import patch_size_of
 
+if TYPE_CHECKING:  # torch is imported where it is used, so that Detector.from_export works without it
+    import torch
+
+    from zsad.export import ExportedDetector, ExportReport
+    from zsad.heads.base import ImageHead, PixelHead
+    from zsad.heads.memory import ReferenceMemory
+    from zsad.heads.scoring import BatchScorer, BatchScores
+
 __all__ = ["Detector", "BatchScores"]
+
+
+def __getattr__(name: str) -> Any:  # BatchScores lives with the scorer (torch); importing it here would load torch
+    if name == "BatchScores":
+        from zsad.heads.scoring import BatchScores
+
+        return BatchScores
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | torch.Tensor
 _REFERENCES_FILE = "references.safetensors"
 
 
 def _default_device() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16",
+           "fp16": "float16"}
 
 
 class Detector:
@@ -72,6 +84,8 @@ class Detector:
         dtype: str | torch.dtype | None = None,
         backbone: Any = None,
     ) -> None:
+        import torch
+
         self.config = config
         self.device = torch.device(device or _default_device())
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -79,7 +93,8 @@ class Detector:
                 f"device={str(device)!r} was requested but PyTorch sees no CUDA device (torch {torch.__version__}); "
                 "use device='cpu', or install a CUDA build of PyTorch on a machine with an NVIDIA GPU."
             )
-        self.dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else (dtype or torch.float32)
+        named = isinstance(dtype, str) and dtype in _DTYPES
+        self.dtype = getattr(torch, _DTYPES[dtype]) if named else (dtype or torch.float32)
         if not isinstance(self.dtype, torch.dtype):
             raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
         if backbone is None and (patch := patch_size_of(config.backbone.checkpoint)):  # before any weights load
@@ -93,6 +108,8 @@ class Detector:
         self.prompts = create_prompts(config.prompts.strategy, config.prompts)
         self.prompts.bind(self.backbone)
         self.prompts.to(self.device)
+        from zsad.heads.scoring import build_scorer
+
         self.scorer: BatchScorer = build_scorer(self.backbone, config.heads)
         self._cache: dict[tuple, torch.Tensor] = {}
         self._warned_untrained = False
@@ -214,6 +231,8 @@ class Detector:
             >>> det.clear_references("nut").references
             {}
         """
+        import torch
+
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.ndim == 4)
         items = [images] if single or isinstance(images, torch.Tensor) else list(images)
         if not items or (isinstance(images, torch.Tensor) and images.shape[0] == 0):
@@ -237,6 +256,8 @@ class Detector:
 
     def _preprocess_references(self, items: list, class_name: str) -> torch.Tensor:
         """Preprocess every reference; name all that fail (not only the first)."""
+        import torch
+
         failures: list[str] = []
         tensors: list[torch.Tensor] = []
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -269,12 +290,52 @@ class Detector:
         """Number of normal reference images per class (classes without references are zero-shot)."""
         return self.memory.counts()
 
+    # -- deployment --------------------------------------------------------------------------------------------
+    def export(
+        self,
+        path: str | os.PathLike,
+        class_names: Sequence[str],
+        *,
+        format: Literal["onnx", "openvino"] | None = None,
+        verify: bool = True,
+        opset: int | None = None,
+        progress: bool = False,
+    ) -> ExportReport:
+        """Write one ONNX or OpenVINO graph of this detector for ``class_names``, prototypes baked in.
+
+        The graph takes ``pixels`` (``(B, 3, S, S)`` float32 RGB in [0, 1]) and ``class_index`` (``(B,)`` int64,
+        positions in ``class_names``) and returns ``pred_score``, ``scores`` and ``anomaly_map``; run it without
+        PyTorch with :meth:`from_export`. See :func:`zsad.export.export_detector` for the arguments.
+        """
+        from zsad.export.graph import export_detector
+
+        return export_detector(self, class_names, path, format=format, verify=verify, opset=opset, progress=progress)
+
+    @classmethod
+    def from_export(
+        cls,
+        path: str | os.PathLike,
+        runtime: Literal["onnxruntime", "openvino"] | None = None,
+        **options: Any,
+    ) -> ExportedDetector:
+        """Load a graph written by :meth:`export` (or ``zsad export``) to run with ONNX Runtime or OpenVINO.
+
+        The result predicts like a detector (same :class:`AnomalyResult`, same preprocessing) and neither this call
+        nor its predictions import torch. See :meth:`zsad.export.ExportedDetector.load` for ``runtime`` and the
+        options (``device``, ``threads``, ``options``).
+        """
+        from zsad.export.runtime import ExportedDetector
+
+        return ExportedDetector.load(path, runtime, **options)
+
     # -- prototypes --------------------------------------------------------------------------------------------
     def prototypes(self, class_names: Sequence[str], kind: Literal["global", "local"] = "global") -> torch.Tensor:
         """Text prototypes ``(C, 2, D)`` (``(1, 2, D)`` for class-agnostic local prompts), cached per class.
 
         Class names are passed to the prompt strategy as given (it decides how they are written into prompts).
         """
+        import torch
+
         token = self.prompts.cache_token(kind)
         agnostic = kind == "local" and self.prompts.class_agnostic_local
         names = ["*"] if agnostic else list(class_names)
@@ -301,7 +362,21 @@ class Detector:
         g_f = self.prototypes(class_names, "global")  # (B, 2, D)
         g_l = self.prototypes(class_names, "local")  # (B or 1, 2, D)
         banks = [self.memory.bank(c) for c in class_names]
-        return self.scorer(pixels.to(self.device), g_f, g_l, banks if any(b is not None for b in banks) else None)
+        return self.score_with_prototypes(pixels.to(self.device), g_f, g_l, banks if any(b is not None for b in banks) else None)
+
+    def score_with_prototypes(
+        self, pixels: torch.Tensor, g_f: torch.Tensor, g_l: torch.Tensor, banks: Any = None
+    ) -> BatchScores:
+        """Score a preprocessed batch against given prototypes: the per-batch scoring as a tensor function.
+
+        ``pixels`` ``(B, 3, S, S)`` are on the detector's device; ``g_f`` are the global prototypes ``(B, 2, D)``,
+        ``g_l`` the local ones ``(B or 1, 2, D)`` (see :meth:`prototypes`), ``banks`` the normal-reference banks
+        (one for all images, one per image, or ``None`` for zero-shot; see :mod:`zsad.heads.memory`).
+
+        :meth:`score_pixels` calls it with the prototypes and references of the class names; :meth:`export` traces
+        it with the prototypes of the exported classes baked in.
+        """
+        return self.scorer(pixels, g_f, g_l, banks)
 
     def _warn_if_untrained(self) -> None:
         if not self.prompts.trained and not self._warned_untrained:
@@ -336,21 +411,8 @@ class Detector:
         The next chunk is decoded while the caller works on the current one (e.g. runs the model), and the images
         of a chunk are decoded in parallel by ``workers`` threads (default: up to 8, one per CPU core).
         """
-        items = list(inputs)
         size = self.config.batch_size if batch_size is None else batch_size
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        if not chunks:
-            return
-        workers = workers or min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=1) as ahead, ThreadPoolExecutor(max_workers=workers) as decode:
-            pending = ahead.submit(self.preprocess, chunks[0], decode)
-            for index, chunk in enumerate(chunks):
-                batch = pending.result()
-                if index + 1 < len(chunks):
-                    pending = ahead.submit(self.preprocess, chunks[index + 1], decode)
-                yield chunk, batch
+        yield from iter_prepared(inputs, size, self.preprocess, workers=workers)
 
     @overload
     def predict(self, inputs: Sequence[ImageInput], class_name: str | Sequence[str] = ..., **kw: Any) -> list[AnomalyResult]: ...
@@ -381,13 +443,12 @@ class Detector:
         Returns:
             One :class:`AnomalyResult` for a single input (a path, image, array or 3-D tensor); a list otherwise.
         """
+        import torch
+
         if map_size not in ("original", "input"):
             raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
-        single = not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, torch.Tensor) and inputs.ndim == 4)
-        items = [inputs] if single or isinstance(inputs, torch.Tensor) else list(inputs)
-        if not items:
-            raise ImageError("predict() got an empty list of inputs; pass at least one image.")
-        names = self._class_names(class_name, items)
+        items, single = as_items(inputs)
+        names = class_names_for(class_name, items)
         results: list[AnomalyResult] = []
         from tqdm.auto import tqdm
 
@@ -401,33 +462,17 @@ class Detector:
                 bar.update(len(chunk))
         return results[0] if single and len(results) == 1 else results
 
-    def _class_names(self, class_name: str | Sequence[str], items: list) -> list[str]:
-        count = sum(int(x.shape[0]) if isinstance(x, torch.Tensor) and x.ndim == 4 else 1 for x in items)
-        if isinstance(class_name, (str, bytes)) or not isinstance(class_name, Iterable):
-            return [check_class_name(class_name)] * count
-        names = [check_class_name(c) for c in class_name]
-        if len(names) != count:
-            raise ConfigError(f"class_name has {len(names)} entries for {count} images; give one name or one per image.")
-        return names
-
     def _results(self, out: BatchScores, batch, names: list[str], map_size: str) -> Iterable[AnomalyResult]:
-        score_rows = {k: v.float().cpu().numpy() for k, v in out.scores.items()}
-        main = self.config.heads.image_score
-        for i, (hw, path) in enumerate(zip(batch.original_sizes, batch.paths)):
+        import torch.nn.functional as F
+
+        maps = []
+        for i, hw in enumerate(batch.original_sizes):
             amap = out.maps[i : i + 1]
             if map_size == "original" and tuple(amap.shape[-2:]) != hw:
                 amap = F.interpolate(amap.unsqueeze(1), size=hw, mode="bilinear", align_corners=False).squeeze(1)
-            scores = {k: float(v[i]) for k, v in score_rows.items()}
-            anomaly_map = amap[0].float().cpu().numpy().astype(np.float32, copy=False)
-            check_finite_outputs(scores, anomaly_map, path or f"input {i} of the batch")
-            yield AnomalyResult(
-                pred_score=scores[main],
-                scores=scores,
-                anomaly_map=anomaly_map,
-                class_name=names[i],
-                image_path=path,
-                original_size=hw,
-            )
+            maps.append(amap[0].float().cpu().numpy().astype(np.float32, copy=False))
+        scores = {k: v.float().cpu().numpy() for k, v in out.scores.items()}
+        return batch_results(scores, maps, batch, names, self.config.heads.image_score)
 
     def __repr__(self) -> str:
         c = self.config

@@ -26,6 +26,7 @@ __all__ = [
     "MissingDependencyError",
     "MetricError",
     "NumericalError",
+    "ExportError",
 ]
 
 
@@ -82,6 +83,8 @@ class MetricError(ZsadError, ValueError):
 
 class NumericalError(ZsadError, ArithmeticError):
     """A model produced NaN or infinite scores or maps; the message names the input and the likely cause."""
+class ExportError(ZsadError, RuntimeError):
+    """A detector cannot be exported to a graph; the message names the component and the reason."""
 
 
 def require(module: str, extra: str, purpose: str):

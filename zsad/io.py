@@ -26,18 +26,31 @@ Example:
 from __future__ import annotations
 
 import os
-from concurrent.futures import Executor
+import sys
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from zsad._boundary import reading
-from zsad.errors import ImageError
+from zsad.errors import ConfigError, ImageError
 
-__all__ = ["load_image", "prepare", "PreparedBatch", "prepare_batch", "resize_tensor", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "load_image",
+    "prepare",
+    "prepare_array",
+    "PreparedBatch",
+    "prepare_batch",
+    "iter_prepared",
+    "resize_tensor",
+    "is_tensor",
+    "as_items",
+    "class_names_for",
+    "IMAGE_EXTENSIONS",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
@@ -133,6 +146,27 @@ def _high_bit_to_rgb(image: Image.Image, what: str, high_bit_depth: str) -> Imag
     return image.convert("RGB")
 
 
+def prepare_array(image: Image.Image, size: int, resample: str = "bilinear") -> np.ndarray:
+    """Resize an RGB PIL image to ``size x size``: a ``(3, size, size)`` float32 array in [0, 1] (no torch needed).
+
+    Example:
+        >>> prepare_array(Image.new("RGB", (30, 20), (255, 0, 0)), 28)[:, 0, 0].tolist()
+        [1.0, 0.0, 0.0]
+    """
+    resized = image.resize((size, size), _RESAMPLE[resample])
+    return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
+
+
+def _resized(image: Image.Image, size: int, resample: str, backend: str):
+    """``(3, size, size)`` pixels in [0, 1] before normalisation: a numpy array (``pil``) or a tensor (``torch``)."""
+    if backend == "torch":
+        import torch
+
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+        return resize_tensor(tensor[None], size, resample)[0]
+    return prepare_array(image, size, resample)
+
+
 def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None, std=None, backend: str = "pil"):
     """Resize an RGB PIL image to ``size x size`` and return a ``(3, size, size)`` float tensor (normalised if asked).
 
@@ -142,12 +176,8 @@ def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None
     """
     import torch
 
-    if backend == "torch":
-        tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
-        return _normalize(resize_tensor(tensor[None], size, resample)[0], mean, std)
-    resized = image.resize((size, size), _RESAMPLE[resample])
-    tensor = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
-    return _normalize(tensor, mean, std)
+    pixels = _resized(image, size, resample, backend)
+    return _normalize(torch.from_numpy(pixels) if isinstance(pixels, np.ndarray) else pixels, mean, std)
 
 
 def resize_tensor(batch, size: int, resample: str = "bilinear"):
@@ -164,25 +194,74 @@ def resize_tensor(batch, size: int, resample: str = "bilinear"):
     return F.interpolate(batch, size=(size, size), mode=resample, align_corners=False, antialias=True)
 
 
-def _normalize(tensor, mean, std):
+def _normalize(pixels, mean, std):
+    """``(pixels - mean) / std`` over the channel axis of a ``(3, H, W)`` or ``(B, 3, H, W)`` tensor or array."""
+    if mean is None or (tuple(mean) == (0.0, 0.0, 0.0) and tuple(std) == (1.0, 1.0, 1.0)):
+        return pixels
+    shape = (3, 1, 1) if pixels.ndim == 3 else (1, 3, 1, 1)
+    if isinstance(pixels, np.ndarray):
+        return (pixels - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(std, np.float32).reshape(shape)
     import torch
 
-    if mean is None or (tuple(mean) == (0.0, 0.0, 0.0) and tuple(std) == (1.0, 1.0, 1.0)):
-        return tensor
-    shape = (3, 1, 1) if tensor.ndim == 3 else (1, 3, 1, 1)
-    return (tensor - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+    return (pixels - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+
+
+def is_tensor(value: Any) -> bool:
+    """Whether *value* is a ``torch.Tensor``, without importing torch (a tensor implies torch is loaded).
+
+    Example:
+        >>> is_tensor(np.zeros(3))
+        False
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def as_items(inputs: Any) -> tuple[list[Any], bool]:
+    """``(items, single)``: the inputs of one ``predict`` call as a list, and whether one result is expected.
+
+    A path, image, array or 3-D tensor is a single input; a list, a tuple or a 4-D tensor (one result per image)
+    is not.
+
+    Example:
+        >>> as_items("a.png"), as_items(["a.png", "b.png"])
+        ((['a.png'], True), (['a.png', 'b.png'], False))
+    """
+    single = not isinstance(inputs, (list, tuple)) and not (is_tensor(inputs) and inputs.ndim == 4)
+    items = [inputs] if single or is_tensor(inputs) else list(inputs)
+    if not items:
+        raise ImageError("predict() got an empty list of inputs; pass at least one image.")
+    return items, single
+
+
+def class_names_for(class_name: str | Sequence[str], items: Sequence[Any]) -> list[str]:
+    """One class name per image of *items* (a 4-D tensor holds several): one name for all or one per image.
+
+    Example:
+        >>> class_names_for("screw", ["a.png", "b.png"])
+        ['screw', 'screw']
+    """
+    from zsad.prompts.templates import check_class_name
+
+    count = sum(int(x.shape[0]) if is_tensor(x) and x.ndim == 4 else 1 for x in items)
+    if isinstance(class_name, (str, bytes)) or not isinstance(class_name, Iterable):
+        return [check_class_name(class_name)] * count
+    names = [check_class_name(c) for c in class_name]
+    if len(names) != count:
+        raise ConfigError(f"class_name has {len(names)} entries for {count} images; give one name or one per image.")
+    return names
 
 
 @dataclass
 class PreparedBatch:
     """Model-ready pixels with what is needed to map results back to each input."""
 
-    pixels: Any  # torch.Tensor (B, 3, S, S)
+    pixels: Any  # torch.Tensor or np.ndarray (B, 3, S, S)
     original_sizes: list[tuple[int, int]]
     paths: list[str | None]
 
 
-def _tensor_items(tensor, size: int, mean, std, resample: str = "bilinear") -> list[tuple[Any, tuple[int, int]]]:
+def _tensor_items(tensor, size: int, resample: str = "bilinear") -> list[tuple[Any, tuple[int, int]]]:
     import torch
 
     if not torch.is_floating_point(tensor):
@@ -206,8 +285,7 @@ def _tensor_items(tensor, size: int, mean, std, resample: str = "bilinear") -> l
             f"[{float(batch.min()):.3g}, {float(batch.max()):.3g}]); divide by 255 or undo any normalisation."
         )
     h, w = batch.shape[-2:]
-    pixels = _normalize(resize_tensor(batch.float(), size, resample).cpu(), mean, std)
-    return [(p, (int(h), int(w))) for p in pixels]
+    return [(p, (int(h), int(w))) for p in resize_tensor(batch.float(), size, resample).cpu()]
 
 
 def prepare_batch(
@@ -221,6 +299,7 @@ def prepare_batch(
     high_bit_depth: Literal["error", "scale", "clip"] = "error",
     executor: Executor | None = None,
     backend: Literal["pil", "torch"] = "pil",
+    output: Literal["torch", "numpy"] = "torch",
 ) -> PreparedBatch:
     """Load and preprocess a list of inputs (tensors may carry several images) into one batch.
 
@@ -228,17 +307,18 @@ def prepare_batch(
     backend and ``resample`` for the ``torch`` one.
 
     With an ``executor`` (e.g. a thread pool) the images are decoded and resized in parallel; Pillow releases the
-    GIL while it works, so threads help. The order of the batch is the order of ``inputs``.
+    GIL while it works, so threads help. The order of the batch is the order of ``inputs``. ``output="numpy"``
+    returns the pixels as a float32 array and imports torch only if an input is already a tensor (the path
+    exported models run on).
     """
-    import torch
 
     def one(item: Any) -> list[tuple[Any, tuple[int, int], str | None]]:
-        if isinstance(item, torch.Tensor):
+        if is_tensor(item):
             mode = resample if backend == "torch" else "bilinear"
-            return [(p, hw, None) for p, hw in _tensor_items(item, size, mean, std, mode)]
+            return [(p, hw, None) for p, hw in _tensor_items(item, size, mode)]
         image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)
         path = str(item) if isinstance(item, (str, os.PathLike)) else None
-        return [(prepare(image, size, resample, mean, std, backend), (image.height, image.width), path)]
+        return [(_resized(image, size, resample, backend), (image.height, image.width), path)]
 
     for item in inputs:  # decode PIL images here: one lazily opened image must not be read by two threads at once
         if isinstance(item, Image.Image):
@@ -247,4 +327,44 @@ def prepare_batch(
     rows = [row for part in parts for row in part]
     if not rows:
         raise ImageError("No images to process: the input list is empty.")
-    return PreparedBatch(torch.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows])
+    if output == "numpy":
+        pixels = np.stack([r[0] if isinstance(r[0], np.ndarray) else r[0].numpy() for r in rows])
+    else:
+        import torch
+
+        pixels = torch.stack([torch.from_numpy(r[0]) if isinstance(r[0], np.ndarray) else r[0] for r in rows])
+    return PreparedBatch(_normalize(pixels, mean, std), [r[1] for r in rows], [r[2] for r in rows])
+
+
+def iter_prepared(
+    items: Sequence[Any],
+    batch_size: int,
+    prepare: Callable[[Sequence[Any], Executor], PreparedBatch],
+    *,
+    workers: int | None = None,
+) -> Iterator[tuple[list[Any], PreparedBatch]]:
+    """Yield ``(chunk, prepare(chunk, executor))`` for chunks of at most ``batch_size`` items, loading ahead.
+
+    The next chunk is prepared while the caller works on the current one (e.g. runs the model), and the images of a
+    chunk are decoded in parallel by ``workers`` threads (default: up to 8, one per CPU core).
+
+    Example:
+        >>> sizes = [b.original_sizes for _, b in iter_prepared([np.zeros((4, 6, 3), np.uint8)] * 3, 2,
+        ...          lambda chunk, ex: prepare_batch(chunk, 8, executor=ex, output="numpy"))]
+        >>> sizes
+        [[(4, 6), (4, 6)], [(4, 6)]]
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+    items = list(items)
+    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if not chunks:
+        return
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=1) as ahead, ThreadPoolExecutor(max_workers=workers) as decode:
+        pending = ahead.submit(prepare, chunks[0], decode)
+        for index, chunk in enumerate(chunks):
+            batch = pending.result()
+            if index + 1 < len(chunks):
+                pending = ahead.submit(prepare, chunks[index + 1], decode)
+            yield chunk, batch

@@ -13,13 +13,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from zsad.errors import NumericalError
 
-__all__ = ["AnomalyResult", "check_finite_outputs"]
+__all__ = ["AnomalyResult", "batch_results", "check_finite_outputs", "resize_map"]
 
 
 def check_finite_outputs(scores: dict[str, float], anomaly_map: np.ndarray, source: str) -> None:
@@ -93,3 +93,62 @@ class AnomalyResult:
         if include_map:
             out["anomaly_map"] = self.anomaly_map.tolist()
         return out
+
+
+def batch_results(
+    scores: Mapping[str, np.ndarray],
+    maps: Sequence[np.ndarray],
+    batch: Any,
+    class_names: Sequence[str],
+    image_score: str,
+) -> list[AnomalyResult]:
+    """One :class:`AnomalyResult` per image of a scored batch (every predictor builds its results here).
+
+    Args:
+        scores: score name -> ``(B,)`` array.
+        maps: ``B`` float32 maps, already at the size the caller wants.
+        batch: the :class:`zsad.io.PreparedBatch` (original sizes and paths).
+        class_names: one per image.
+        image_score: the score reported as ``pred_score``.
+
+    Example:
+        >>> from zsad.io import PreparedBatch
+        >>> r = batch_results({"S5": np.array([0.5])}, [np.zeros((2, 3), np.float32)],
+        ...                   PreparedBatch(None, [(2, 3)], ["a.png"]), ["screw"], "S5")
+        >>> r[0].pred_score, r[0].image_path
+        (0.5, 'a.png')
+    """
+    results = []
+    for i, (hw, path) in enumerate(zip(batch.original_sizes, batch.paths)):
+        row = {name: float(values[i]) for name, values in scores.items()}
+        check_finite_outputs(row, maps[i], path or f"input {i} of the batch")
+        results.append(
+            AnomalyResult(pred_score=row[image_score], scores=row, anomaly_map=maps[i], class_name=class_names[i],
+                          image_path=path, original_size=hw)
+        )
+    return results
+
+
+def _bilinear_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # float32 source coordinates as torch's CPU kernel computes them: scale * (i + 0.5) - 0.5 rounded once (fused multiply-add)
+    scale = np.float64(np.float32(size_in / size_out))
+    src = np.maximum(((np.arange(size_out) + 0.5) * scale - 0.5).astype(np.float32), np.float32(0))
+    lo = np.minimum(src.astype(np.int64), size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    return lo, hi, (src - lo).astype(np.float32)
+
+
+def resize_map(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an ``H x W`` float32 map to ``size`` (rows, cols) without antialiasing.
+
+    The rule of ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, which the PyTorch
+    detector applies on its device, in numpy for predictors that run without torch.
+
+    Example:
+        >>> resize_map(np.array([[0.0, 1.0]], np.float32), (1, 4)).tolist()
+        [[0.0, 0.25, 0.75, 1.0]]
+    """
+    r0, r1, wr = _bilinear_axis(amap.shape[0], size[0])
+    c0, c1, wc = _bilinear_axis(amap.shape[1], size[1])
+    rows = amap[r0] * (1 - wr)[:, None] + amap[r1] * wr[:, None]
+    return (rows[:, c0] * (1 - wc) + rows[:, c1] * wc).astype(np.float32, copy=False)

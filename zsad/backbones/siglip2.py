@@ -137,7 +137,7 @@ class SiglipBackbone(Backbone):
             out = vision(
                 pixel_values=patches.reshape(b, rows * cols, p * p * c),
                 pixel_attention_mask=torch.ones(b, rows * cols, dtype=torch.long, device=pixels.device),
-                spatial_shapes=torch.tensor([[rows, cols]] * b, dtype=torch.long, device=pixels.device),
+                spatial_shapes=torch.tensor([rows, cols], dtype=torch.long, device=pixels.device).expand(b, 2),
             )
         else:
             native = (height, width) == (self.default_image_size,) * 2

@@ -12,6 +12,8 @@ contract fails with an ``AssertionError`` that says which call returned what, an
 * :func:`check_prompt_training`: one prompt-learning step on the backbone updates the tokens;
 * :func:`check_head`: image heads (``(B,)`` scores) and pixel heads (``(B, H, W)`` maps), monotone in p_a, given
   what they request; :func:`check_memory`: reference memories (evidence, chunking, per-class banks, save/load);
+* :func:`check_export`: a detector on the backbone exports to ONNX, and ONNX Runtime / OpenVINO reproduce its
+  scores and maps;
 * :func:`check_predictor`: what ``zsad serve`` needs from a detector or an exported model (``predict`` on a list
   of images with one class name each, results in order at each image's size, ``config``);
 * :func:`parametrize_backbones` / :func:`check_all_builtins`: run them over registered components with tiny
@@ -48,6 +50,7 @@ from zsad.testing.backbones import (
     tiny_backbone,
     tiny_options,
 )
+from zsad.testing.export import check_export
 from zsad.testing.heads import check_head, check_memory
 from zsad.testing.predictors import check_predictor
 from zsad.testing.prompts import check_prompt_strategy, check_prompt_training
@@ -57,6 +60,7 @@ __all__ = [
     "TINY_VARIANTS",
     "check_all_builtins",
     "check_backbone",
+    "check_export",
     "check_head",
     "check_memory",
     "check_predictor",

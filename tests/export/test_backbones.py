@@ -1,0 +1,37 @@
+"""Every built-in backbone family exports, and ONNX Runtime and OpenVINO reproduce PyTorch within 1e-4."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from export.conftest import CLASSES, tiny_detector
+from zsad import Detector
+from zsad.testing import check_export, parametrize_backbones
+
+
+@parametrize_backbones()  # TIPS (final and value readouts: the v1 and v2 recipes), CLIP, SigLIP2, SigLIP2 NaFlex
+def test_exported_scores_and_maps_match_pytorch(backbone):
+    deviation = check_export(backbone, runtimes=["onnxruntime", "openvino"], atol=1e-4)
+    assert set(deviation) == {"onnxruntime", "openvino"}
+
+
+def test_float16_export(tmp_path):
+    det = tiny_detector(dtype="float16")
+    report = det.export(tmp_path / "half.onnx", CLASSES)
+    assert report.metadata.dtype == "float16" and report.max_deviation < 1e-2
+    images = [np.random.default_rng(i).integers(0, 256, (50, 70, 3), dtype=np.uint8) for i in range(2)]
+    expected = det.predict(images, class_name="screw")
+    got = Detector.from_export(tmp_path / "half.onnx").predict(images, class_name="screw")
+    for a, b in zip(expected, got):
+        assert abs(a.pred_score - b.pred_score) < 1e-2
+        assert np.abs(a.anomaly_map - b.anomaly_map).max() < 1e-2
+
+
+def test_one_image_batches_and_every_class(tiny, tiny_onnx):
+    model = Detector.from_export(tiny_onnx)
+    images = [np.random.default_rng(i).integers(0, 256, (30 + i, 40, 3), dtype=np.uint8) for i in range(3)]
+    for name in CLASSES:
+        expected = tiny.predict(images, class_name=name, batch_size=1)
+        got = model.predict(images, class_name=name, batch_size=1)
+        assert max(abs(a.pred_score - b.pred_score) for a, b in zip(expected, got)) < 1e-4
+        assert [r.class_name for r in got] == [name] * 3
