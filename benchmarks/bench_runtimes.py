@@ -46,7 +46,7 @@ def build(model: str, size: int) -> Detector:
         return Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE), image_size=size, device="cpu",
                                     prompt_checkpoint=str(FIXTURE / "learnable_params.pth"))
     return Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed", prompt_checkpoint=None,
-                                image_size=size, backbone_options={"random_arch": TIPS_S}, device="cpu")
+                                image_size=size, backbone_options={"random_config": TIPS_S}, device="cpu")
 
 
 def runners(det: Detector, folder: Path, threads: int, opset20: bool) -> dict[str, Callable[[np.ndarray, np.ndarray], dict]]:

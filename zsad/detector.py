@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence, ov
 
 import numpy as np
 
-from zsad.backbones.base import check_patch_multiple
 from zsad.components import create_backbone, create_prompts, get_recipe
 from zsad.config import DetectorConfig
 from zsad.errors import ConfigError, ImageError
@@ -98,6 +97,8 @@ class Detector:
         if not isinstance(self.dtype, torch.dtype):
             raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
         if backbone is None and (patch := patch_size_of(config.backbone.checkpoint)):  # before any weights load
+            from zsad.backbones.base import check_patch_multiple
+
             check_patch_multiple(config.preprocess.image_size, patch, f"checkpoint {config.backbone.checkpoint}")
         self.backbone = backbone if backbone is not None else create_backbone(
             config.backbone.name, checkpoint=config.backbone.checkpoint, **config.backbone.options

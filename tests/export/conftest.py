@@ -12,7 +12,7 @@ CLASSES = ["metal_nut", "screw"]
 def tiny_detector(**overrides) -> Detector:
     """A tiny random TIPS detector (fixed prompts) at 56 px."""
     options = {"backbone_checkpoint": None, "prompt_strategy": "fixed", "prompt_checkpoint": None, "image_size": 56,
-               "backbone_options": {"random_arch": {}}, "device": "cpu", **overrides}
+               "backbone_options": {"random_config": {}}, "device": "cpu", **overrides}
     return Detector.from_recipe("tipsomaly", **options)
 
 

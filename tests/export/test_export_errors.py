@@ -18,8 +18,8 @@ from zsad.errors import ConfigError, ExportError, MissingDependencyError
 class DataDependentBackbone(TipsBackbone):
     """A plugin-style backbone that branches on tensor values: it runs, but cannot become a graph."""
 
-    def encode_image(self, pixels):
-        features = super().encode_image(pixels)
+    def image_features(self, pixels, request):
+        features = super().image_features(pixels, request)
         if float(pixels.mean()) > 2.0:  # a Python branch on data
             return features
         return ImageFeatures(features.globals, features.patches, features.grid)
@@ -28,8 +28,8 @@ class DataDependentBackbone(TipsBackbone):
 class FixedBatchBackbone(TipsBackbone):
     """Builds a tensor from a Python list of batch length: the traced graph would fix the batch size."""
 
-    def encode_image(self, pixels):
-        features = super().encode_image(pixels)
+    def image_features(self, pixels, request):
+        features = super().image_features(pixels, request)
         scale = torch.tensor([1.0] * pixels.shape[0], device=pixels.device)[:, None, None]
         return ImageFeatures(features.globals, features.patches * scale, features.grid)
 
@@ -78,7 +78,7 @@ def test_missing_export_extra_is_one_line(monkeypatch, tmp_path, tiny):
 def test_cli_export_writes_ir_and_reports(tmp_path, capsys):
     out = tmp_path / "m.xml"
     assert main(["export", "--set", "backbone_checkpoint=null", "--set", "prompt_strategy=fixed", "--set",
-                 "prompt_checkpoint=null", "--set", "image_size=56", "--set", "backbone.options.random_arch={}",
+                 "prompt_checkpoint=null", "--set", "image_size=56", "--set", "backbone.options.random_config={}",
                  "--class-name", "screw", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "checked with openvino" in captured.out and "zsad export: tracing tipsomaly" in captured.err

@@ -79,7 +79,7 @@ def test_predict_and_cli_without_torch_match_pytorch(request, tiny, images, tmp_
     # the same CLI outputs as the PyTorch detector
     assert main(["predict", str(images), "--class-name", "screw", "--out", str(tmp_path / "torch"), "--save-maps", "-q",
                  "--set", "backbone_checkpoint=null", "--set", "prompt_strategy=fixed", "--set", "prompt_checkpoint=null",
-                 "--set", "image_size=56", "--set", "backbone.options.random_arch={}", "--device", "cpu"]) == 0
+                 "--set", "image_size=56", "--set", "backbone.options.random_config={}", "--device", "cpu"]) == 0
     rows = {name: list(csv.DictReader((tmp_path / name / "scores.csv").open())) for name in ("torch", "exported")}
     assert [list(r) for r in rows["torch"]] == [list(r) for r in rows["exported"]]
     for a, b in zip(rows["torch"], rows["exported"]):

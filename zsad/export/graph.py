@@ -15,7 +15,7 @@ Example (the traced module of a tiny random model; :mod:`zsad.export.runtime` sh
     >>> import torch
     >>> from zsad import Detector
     >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed",
-    ...                            prompt_checkpoint=None, image_size=56, backbone_options={"random_arch": {}},
+    ...                            prompt_checkpoint=None, image_size=56, backbone_options={"random_config": {}},
     ...                            device="cpu")
     >>> graph = ScoringGraph(det, ["metal_nut", "screw"])
     >>> pred_score, scores, anomaly_map = graph(torch.rand(3, 3, 56, 56), torch.tensor([0, 1, 1]))

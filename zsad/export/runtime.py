@@ -9,7 +9,7 @@ Example (export a tiny random model, then run it with ONNX Runtime):
     >>> import tempfile, pathlib, numpy as np
     >>> from zsad import Detector
     >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed",
-    ...                            prompt_checkpoint=None, image_size=56, backbone_options={"random_arch": {}},
+    ...                            prompt_checkpoint=None, image_size=56, backbone_options={"random_config": {}},
     ...                            device="cpu")
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.onnx"
     >>> _ = det.export(path, ["metal_nut", "screw"])

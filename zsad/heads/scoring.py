@@ -107,8 +107,9 @@ class BatchScorer(nn.Module):
             local_prototypes: ``(B | 1, 2, D)`` prototypes of patches, windows and layers.
             references: one bank for every image, one bank (or ``None``) per image, or ``None`` (zero-shot).
         """
-        banks = self._per_image(references, pixels.shape[0])
-        request = self.reference_request() if any(b is not None for b in banks) else self.request
+        # zero-shot needs no per-image list: the batch size stays symbolic when the scoring is traced (export)
+        banks = None if references is None else self._per_image(references, pixels.shape[0])
+        request = self.reference_request() if banks and any(b is not None for b in banks) else self.request
         features = self.backbone.encode_image(pixels, request)
         return self.score_features(features, global_prototypes, local_prototypes, banks, tuple(pixels.shape[-2:]))
 
@@ -145,6 +146,8 @@ class BatchScorer(nn.Module):
         )
         scores = {name: head(inputs).float() for name, head in self.image_heads.items()}
         maps = self.pixel_head(inputs, size)
+        if references is None:
+            return BatchScores(scores, maps, inputs)
         banks = self._per_image(references, maps.shape[0])
         if all(b is None for b in banks):
             return BatchScores(scores, maps, inputs)
