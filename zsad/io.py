@@ -46,6 +46,7 @@ __all__ = [
     "prepare_batch",
     "iter_prepared",
     "resize_tensor",
+    "resize_float_planes",
     "is_tensor",
     "as_items",
     "class_names_for",
@@ -157,14 +158,40 @@ def prepare_array(image: Image.Image, size: int, resample: str = "bilinear") -> 
     return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
 
 
-def _resized(image: Image.Image, size: int, resample: str, backend: str):
-    """``(3, size, size)`` pixels in [0, 1] before normalisation: a numpy array (``pil``) or a tensor (``torch``)."""
+def _resized(image: Image.Image, size: int, resample: str, backend: str, torch_free: bool = False):
+    """``(3, size, size)`` pixels in [0, 1] before normalisation: a numpy array, or a tensor (``torch`` backend).
+
+    ``torch_free`` (the exported-model path) makes the ``torch`` backend resize float32 planes with PIL instead
+    (:func:`resize_float_planes`), which agrees with torch's resize to ~1e-5 without importing it.
+    """
+    if backend == "torch" and torch_free:
+        return resize_float_planes(np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255), size, resample)
     if backend == "torch":
         import torch
 
         tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
         return resize_tensor(tensor[None], size, resample)[0]
     return prepare_array(image, size, resample)
+
+
+def resize_float_planes(array: np.ndarray, size: int, resample: str = "bicubic") -> np.ndarray:
+    """Resize a float ``(H, W, C)`` image to ``(C, size, size)`` float32, one PIL ``F`` plane per channel.
+
+    PIL's float resampling is antialiased, not rounded and not clamped, like torch's ``interpolate(...,
+    antialias=True)`` on float tensors (:func:`resize_tensor`), with which it agrees to about 1e-5: the torch-free
+    form of ``resize_backend="torch"``. An image already at that size is returned unchanged.
+
+    Example:
+        >>> resize_float_planes(np.full((30, 20, 3), 0.5, np.float32), 8).shape
+        (3, 8, 8)
+    """
+    planes = np.asarray(array, dtype=np.float32)
+    if planes.shape[:2] == (size, size):
+        return np.ascontiguousarray(planes.transpose(2, 0, 1))
+    return np.stack([
+        np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c]), mode="F").resize((size, size), _RESAMPLE[resample]))
+        for c in range(planes.shape[-1])
+    ])
 
 
 def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None, std=None, backend: str = "pil"):
@@ -318,7 +345,7 @@ def prepare_batch(
             return [(p, hw, None) for p, hw in _tensor_items(item, size, mode)]
         image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)
         path = str(item) if isinstance(item, (str, os.PathLike)) else None
-        return [(_resized(image, size, resample, backend), (image.height, image.width), path)]
+        return [(_resized(image, size, resample, backend, output == "numpy"), (image.height, image.width), path)]
 
     for item in inputs:  # decode PIL images here: one lazily opened image must not be read by two threads at once
         if isinstance(item, Image.Image):

@@ -42,7 +42,7 @@ def test_metadata_in_the_file(tiny_onnx):
     assert meta["format"] == "zsad.export" and meta["format_version"] == FORMAT_VERSION
     assert meta["zsad_version"] and meta["recipe"]["name"] == "tipsomaly"
     assert meta["class_names"] == CLASSES and meta["score_names"] == ["S1", "S2", "S3", "S4", "S5"]
-    assert meta["preprocessing"] == {"image_size": 56, "resample": "bilinear", "exif_transpose": False,
+    assert meta["preprocessing"] == {"image_size": 56, "resample": "bilinear", "resize_backend": "pil", "exif_transpose": False,
                                      "high_bit_depth": "error", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
     assert list(meta["inputs"]) == ["pixels", "class_index"]
     assert list(meta["outputs"]) == ["pred_score", "scores", "anomaly_map"]

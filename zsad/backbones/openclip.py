@@ -211,7 +211,8 @@ class OpenClipBackbone(Backbone):
     def _windows(self, tokens_in: torch.Tensor, grid: tuple[int, int], scale: int) -> torch.Tensor:
         """``(B, W, D)`` embeddings of every ``scale x scale`` window, each window its own short sequence.
 
-        All windows of the batch run through the tower together (in chunks of ``_WINDOW_CHUNK`` sequences).
+        All windows of the batch run through the tower together (in chunks of ``_WINDOW_CHUNK`` sequences when run
+        eagerly).
         """
         v = self.model.visual
         index = sliding_windows(grid, scale, tokens_in.device)  # (W, s²)
@@ -219,10 +220,10 @@ class OpenClipBackbone(Backbone):
         patches = tokens_in[:, 1:][:, index]  # (B, W, s², width)
         cls = tokens_in[:, :1].unsqueeze(1).expand(b, w, 1, -1)
         seqs = torch.cat([cls, patches], dim=2).flatten(0, 1)  # (B*W, 1 + s², width)
-        pooled = [
-            self._project(self._pool(self._blocks(v.ln_pre(chunk))[0])[0])
-            for chunk in seqs.split(_WINDOW_CHUNK)
-        ]
+        # chunks bound eager memory; a traced graph (export) takes every window at once, so that the number of
+        # chunks does not fix the batch size
+        chunks = (seqs,) if torch.compiler.is_compiling() else seqs.split(_WINDOW_CHUNK)
+        pooled = [self._project(self._pool(self._blocks(v.ln_pre(chunk))[0])[0]) for chunk in chunks]
         return torch.cat(pooled).reshape(b, w, -1)
 
     # -- texts -------------------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class ExportPreprocessing(_Strict):
 
     image_size: int
     resample: Literal["bilinear", "bicubic", "nearest"]
+    #: ``pil`` resizes 8-bit images with PIL; ``torch`` resizes float images as torch does (PIL float planes here)
+    resize_backend: Literal["pil", "torch"] = "pil"
     exif_transpose: bool
     high_bit_depth: Literal["error", "scale", "clip"]
     #: ``(pixels - mean) / std`` is applied inside the graph; ``pixels`` stay in [0, 1]
@@ -110,7 +112,8 @@ class ExportMetadata(_Strict):
             image_score=config.heads.image_score,
             dtype=dtype,
             preprocessing=ExportPreprocessing(
-                image_size=pre.image_size, resample=resample, exif_transpose=pre.exif_transpose,
+                image_size=pre.image_size, resample=resample, resize_backend=pre.resize_backend,
+                exif_transpose=pre.exif_transpose,
                 high_bit_depth=pre.high_bit_depth, mean=tuple(mean), std=tuple(std),
             ),
             exported_with=exported_with or {},

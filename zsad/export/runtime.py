@@ -151,7 +151,9 @@ class ExportedDetector:
                 "does it the way the model was built for)."
             )
         finite = bool(np.isfinite(pixels).all())
-        if not finite or pixels.min() < 0 or pixels.max() > 1:
+        # a float bicubic resize (resize_backend "torch", WinCLIP) legitimately overshoots [0, 1] a little
+        slack = 0.25 if self.metadata.preprocessing.resize_backend == "torch" else 0.0
+        if not finite or pixels.min() < -slack or pixels.max() > 1 + slack:
             found = f"values in [{float(pixels.min()):.3g}, {float(pixels.max()):.3g}]" if finite else "NaN or infinity"
             raise ImageError(
                 f"{self.path.name} takes {expected} (normalisation is inside the graph); got {found}. Divide 8-bit "
@@ -175,7 +177,7 @@ class ExportedDetector:
         pre = self.metadata.preprocessing
         return prepare_batch(
             inputs, pre.image_size, resample=pre.resample, exif_transpose=pre.exif_transpose,
-            high_bit_depth=pre.high_bit_depth, executor=executor, output="numpy",
+            high_bit_depth=pre.high_bit_depth, executor=executor, backend=pre.resize_backend, output="numpy",
         )
 
     def iter_batches(

@@ -43,17 +43,26 @@ __all__ = ["WinClipMapHead", "WinClipMemory", "harmonic_aggregation", "winclip_i
 
 
 @lru_cache(maxsize=64)
-def _covering_windows(grid: tuple[int, int], scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per patch, the indices of the windows covering it (ascending, padded with W) and their count."""
-    windows = sliding_windows(grid, scale)
-    n_windows = windows.shape[0]
-    cover: list[list[int]] = [[] for _ in range(grid[0] * grid[1])]
-    for w, patches in enumerate(windows.tolist()):
-        for p in patches:
-            cover[p].append(w)
+def _covering_windows(grid: tuple[int, int], scale: int) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """Per patch, the indices of the windows covering it (ascending, padded with W) and their count.
+
+    Windows are numbered as :func:`~zsad.backbones.base.sliding_windows` orders them (row-major by their top-left
+    patch). Computed from the grid's integers alone and cached as plain integers (never tensors: a tensor made
+    while the scoring is traced must not outlive the trace), so it is a constant of a traced graph.
+    """
+    rows, cols = grid
+    if scale < 1 or scale > min(rows, cols):
+        sliding_windows(grid, scale)  # raises the error that names the grid
+    win_cols = cols - scale + 1
+    n_windows = (rows - scale + 1) * win_cols
+    cover = [
+        [top * win_cols + left
+         for top in range(max(0, r - scale + 1), min(r, rows - scale) + 1)
+         for left in range(max(0, c - scale + 1), min(c, cols - scale) + 1)]
+        for r in range(rows) for c in range(cols)
+    ]
     width = max(len(c) for c in cover)
-    index = torch.tensor([c + [n_windows] * (width - len(c)) for c in cover], dtype=torch.long)
-    return index, torch.tensor([len(c) for c in cover], dtype=torch.float32)
+    return tuple(tuple(c + [n_windows] * (width - len(c))) for c in cover), tuple(len(c) for c in cover)
 
 
 def harmonic_aggregation(window_scores: torch.Tensor, grid: tuple[int, int], scale: int) -> torch.Tensor:
@@ -61,11 +70,11 @@ def harmonic_aggregation(window_scores: torch.Tensor, grid: tuple[int, int], sca
 
     A zero score makes the mean zero (as anomalib's ``nan_to_num(posinf=0)``).
     """
-    index, count = _covering_windows((int(grid[0]), int(grid[1])), int(scale))
+    cover, counts = _covering_windows((int(grid[0]), int(grid[1])), int(scale))
     inverse = 1 / window_scores.float()
     padded = torch.cat([inverse, inverse.new_zeros(inverse.shape[0], 1)], dim=1)
-    sums = padded[:, index.to(padded.device)].sum(dim=-1)
-    return (count.to(sums.device) / sums).nan_to_num(posinf=0.0)
+    sums = padded[:, torch.tensor(cover, dtype=torch.long, device=padded.device)].sum(dim=-1)
+    return (torch.tensor(counts, dtype=torch.float32, device=sums.device) / sums).nan_to_num(posinf=0.0)
 
 
 def _scales(scales: Sequence[int]) -> tuple[int, ...]:
