@@ -12,7 +12,7 @@ import httpx
 import pytest
 from tips_factory import FIXTURE
 
-from serve.conftest import IMAGES
+from serve.conftest import IMAGES, running
 from zsad.cli import main
 from zsad.serve import ModelSpec, exposure_warning
 
@@ -65,18 +65,25 @@ def test_serve_command_end_to_end(detector, tmp_path):
             proc.wait()
 
 
-def test_serving_an_export_needs_the_export_module(tmp_path, monkeypatch, capsys):
+def test_serving_an_exported_model_gives_the_detectors_scores(detector, tmp_path):
+    """`zsad serve --model FILE`: a real server on an ONNX export, no torch needed; same scores as the detector."""
     exported = tmp_path / "model.onnx"
-    exported.write_bytes(b"\0")
-    monkeypatch.setitem(sys.modules, "zsad.export", None)  # as in an installation without zsad.export
-    from zsad.errors import MissingDependencyError
-
-    with pytest.raises(MissingDependencyError, match="zsad.export"):
-        ModelSpec(model=str(exported)).load()
-    # through the command: the port opens, the load fails, the server stops and the command says why
-    assert main(["serve", "--model", str(exported), "--port", "0", "--log-level", "error"]) == 2
-    err = capsys.readouterr().err
-    assert "zsad: error:" in err and "--model" in err and "zsad.export" in err
+    detector.export(exported, ["pipe fryum", "metal nut"])
+    spec = ModelSpec(model=str(exported))
+    with running(loader=spec.load) as (app, client):
+        health = client.get("/healthz").json()
+        assert health["model"]["recipe"] == "tipsomaly"
+        for path in IMAGES[:3]:
+            reply = client.post("/v1/predict", files={"image": (path.name, path.read_bytes())},
+                                data={"class_name": "pipe fryum", "return_map": "npy"})
+            assert reply.status_code == 200, reply.text
+            expected = detector.predict(path, class_name="pipe fryum")
+            body = reply.json()
+            assert body["pred_score"] == pytest.approx(expected.pred_score, abs=1e-4)
+            assert all(body["scores"][k] == pytest.approx(v, abs=1e-4) for k, v in expected.scores.items())
+        unknown = client.post("/v1/predict", files={"image": (IMAGES[0].name, IMAGES[0].read_bytes())},
+                              data={"class_name": "screw"})  # not among the exported classes
+        assert unknown.status_code == 422 and "screw" in unknown.json()["error"]
 
 
 def test_export_options_are_checked_before_loading(tmp_path):

@@ -150,7 +150,10 @@ class _Model:
         """One prediction before the first request: builds the class prototypes and checks the contract."""
         from PIL import Image
 
-        name = self.settings.class_name or "object"
+        from zsad.export.runtime import ExportedDetector
+
+        exported = isinstance(self.predictor, ExportedDetector)  # it scores only the classes it was exported for
+        name = self.settings.class_name or (self.predictor.class_names[0] if exported else "object")
         out = self._predict([_Job(Image.new("RGB", WARMUP_SIZE, (128, 128, 128)), name)])
         if not (isinstance(out, list) and len(out) == 1 and isinstance(out[0], AnomalyResult)
                 and out[0].anomaly_map.shape == WARMUP_SIZE[::-1]):

@@ -19,13 +19,12 @@ Example (a tiny random model):
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from zsad.errors import ConfigError, MissingDependencyError
+from zsad.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from zsad.config import DetectorConfig
@@ -118,19 +117,6 @@ class ModelSpec:
         path = Path(self.model)  # type: ignore[arg-type]
         if not path.exists():
             raise ConfigError(f"Exported model {path} does not exist; pass the file written by the exporter.")
-        try:
-            importlib.import_module("zsad.export")
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("zsad.export", "zsad"):
-                raise MissingDependencyError(
-                    f"Serving an exported model needs the Python package '{exc.name}', which is not installed "
-                    "(pip install onnxruntime, or openvino)."
-                ) from exc
-            raise MissingDependencyError(
-                "Serving an exported model (--model) needs zsad.export, which this version of zsad does not include. "
-                "Serve the recipe instead (zsad serve --recipe NAME --set ...), or upgrade zsad."
-            ) from exc
-        from zsad.detector import Detector
+        from zsad.export.runtime import ExportedDetector  # no torch: an exported model runs on its runtime
 
-        options = {} if self.runtime is None else {"runtime": self.runtime}
-        return Detector.from_export(str(path), **options)  # type: ignore[attr-defined]
+        return ExportedDetector.load(path, self.runtime)
