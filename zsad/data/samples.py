@@ -220,18 +220,13 @@ class AnomalyDataset:
             >>> AnomalyDataset(Path("/d"), "x", {"test": {"a": [s]}}).load_mask(s, 4).shape
             (4, 4)
         """
-        from zsad.data.masks import (
-            is_binary_mask,
-            load_mask,
-            read_mask_values,
-            resize_mask,
-        )
+        from zsad.data.masks import load_mask, read_ground_truth
 
         if sample.mask_path is None or sample.anomaly == 0:
             hw = None if size is not None else _image_hw(sample.img_path)
             return load_mask(None, size, image_size_hw=hw)
-        values = read_mask_values(sample.mask_path)
-        if not self._grey_mask_warned and not is_binary_mask(values):
+        gt = read_ground_truth(sample.mask_path, size)
+        if not self._grey_mask_warned and gt.grey:
             self._grey_mask_warned = True
             warnings.warn(
                 f"Dataset '{self.name}': mask {sample.mask_path} holds values other than 0/255 or 0/1 "
@@ -240,8 +235,7 @@ class AnomalyDataset:
                 UserWarning,
                 stacklevel=2,
             )
-        mask = (values > 0).astype(np.uint8)
-        return mask if size is None else resize_mask(mask, size)
+        return gt.mask
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._split(None).values())

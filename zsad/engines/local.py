@@ -1,0 +1,55 @@
+"""The in-process engine: the model runs here, batch by batch, the next batch decoded ahead in threads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from zsad.engines.base import Engine, Runner
+from zsad.engines.detectors import DetectorCache
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zsad.config import DetectorConfig
+    from zsad.data import Sample
+    from zsad.detector import Detector
+    from zsad.evaluation.batch import ClassPlan, ScoredBatch
+
+__all__ = ["LocalEngine", "LocalRunner"]
+
+
+class LocalRunner(Runner):
+    """One detector in this process."""
+
+    def __init__(self, detector: Detector):
+        self.detector = detector
+        self.config = detector.config
+        self.device = str(detector.device)
+        self.backbone_source = getattr(detector.backbone, "source", None)
+
+    def score_class(self, samples: Sequence[Sample], cls: str, plan: ClassPlan, *, batch_size: int | None,
+                    label: str, progress: bool) -> Iterator[ScoredBatch]:
+        from tqdm.auto import tqdm
+
+        from zsad.evaluation.batch import iter_scored
+
+        with tqdm(total=len(samples), desc=f"{label}/{cls}", unit="img", disable=not progress, leave=False) as bar:
+            for sb in iter_scored(self.detector, samples, cls, plan, batch_size):
+                bar.update(len(sb))
+                yield sb
+
+
+class LocalEngine(Engine):
+    """Run the model in this process (``engine="local"``, the default).
+
+    Args:
+        device, dtype: as for :class:`~zsad.detector.Detector`.
+        detector: an already built detector to reuse (see :class:`~zsad.engines.detectors.DetectorCache`).
+    """
+
+    name = "local"
+
+    def __init__(self, device: Any = None, dtype: Any = None, detector: Detector | None = None):
+        self.detectors = DetectorCache(device, dtype, detector)
+
+    def runner(self, config: DetectorConfig) -> LocalRunner:
+        return LocalRunner(self.detectors.get(config))
