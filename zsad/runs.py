@@ -10,7 +10,8 @@ nobody mixes results of different settings. The pieces every workflow needs live
   error that refuses to mix them;
 * :func:`versions`, :func:`now`, :func:`command_line`: what a manifest records;
 * :func:`checkpoint_info`: sha256 of the local checkpoint files a configuration uses;
-* :class:`RunManifest`: ``manifest.json`` with ``status`` ``running`` -> ``complete``, rewritten atomically.
+* :class:`RunManifest`: ``manifest.json`` with ``status`` ``running`` -> ``complete``, rewritten atomically;
+* :class:`OutputLock`: one run at a time per output folder (a second one stops with an error naming the first).
 
 Example:
     >>> import math
@@ -19,6 +20,10 @@ Example:
     {'auroc': None, 'n': 3, 'path': 'a/b'}
     >>> diff_keys({"heads": {"sigma": 4, "k": 1}}, {"heads": {"sigma": 2, "k": 1}})
     ['heads.sigma']
+    >>> import tempfile
+    >>> with OutputLock(tempfile.mkdtemp(), "evaluation") as lock:
+    ...     lock.path.name
+    '.zsad-run.lock'
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import math
 import os
 import platform
+import socket
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -42,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.config import DetectorConfig
 
 __all__ = [
+    "OutputLock",
     "RunManifest",
     "checkpoint_info",
     "command_line",
@@ -55,6 +62,7 @@ __all__ = [
     "write_json",
 ]
 
+LOCK_FILE = ".zsad-run.lock"
 _VERSION_PACKAGES = ("zsad", "torch", "transformers", "numpy", "scipy", "pillow")
 
 
@@ -275,3 +283,90 @@ class RunManifest:
 
     def complete(self, **fields: Any) -> Path:
         return self.update(status="complete", finished_at=now(), **fields)
+
+
+# ---------------------------------------------------------------------------------------------------- lock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:  # pragma: no cover - e.g. Windows without the signal
+        return True
+    return True
+
+
+class OutputLock:
+    """Hold ``folder/.zsad-run.lock`` while a run writes into ``folder``: two runs never write one folder at once.
+
+    The lock file names its holder (process id, host, command, start time). A second run into the same folder
+    raises :class:`ConfigError` naming the first; a lock left behind by a process that no longer exists (same
+    host) is taken over. Use as a context manager; the lock is removed on exit.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run"):
+        self.folder = Path(folder)
+        self.what = what
+        self.path = self.folder / LOCK_FILE
+        self._held = False
+
+    def _holder(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what, "command": command_line(),
+                "started_at": now()}
+
+    def acquire(self) -> OutputLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                other = self._read_other()
+                if other is None:  # stale: its process is gone; take it over
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise ConfigError(
+                    f"Another zsad {other.get('what', 'run')} is writing into {self.folder} (process {other.get('pid')} "
+                    f"on {other.get('host')}, started {other.get('started_at')}: {other.get('command') or '?'}). "
+                    "Wait for it to finish or use another output folder; if that process is gone, delete "
+                    f"{self.path}."
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._holder(), f)
+            self._held = True
+            return self
+        raise ConfigError(f"Cannot take the lock {self.path}; delete it if no zsad run uses {self.folder}.")
+
+    def _read_other(self) -> dict[str, Any] | None:
+        """The holder of an existing lock, or ``None`` when it is stale (its process is gone on this host)."""
+        try:
+            other = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            other = {}
+        if not isinstance(other, dict):
+            other = {}
+        pid, host = other.get("pid"), other.get("host")
+        if isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid):
+            return None
+        if pid == os.getpid() and host == socket.gethostname():
+            raise ConfigError(
+                f"This process already writes into {self.folder} (a nested zsad run into the same output folder); "
+                "give the inner run its own folder."
+            )
+        return other
+
+    def release(self) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -2,22 +2,23 @@
 
 An :class:`Engine` is chosen once per workflow call (``engine="local"`` or ``"ray"``); :meth:`Engine.runner`
 gives a :class:`Runner` for one detector configuration (built once, prototypes cached). A runner does the *model
-side* of the work only, always through the same per-batch function (:func:`zsad.evaluation.batch.iter_scored`
-for evaluation); everything that turns its outputs into files and metrics (the per-class scorer
-:class:`zsad.evaluation.scorer.ClassScorer`, the report writers) runs in the calling process, the same for every
-engine.
+side* of the work only, always through the same functions: :func:`zsad.evaluation.batch.iter_scored` for
+evaluation, :func:`zsad.prediction.shards.predict_shard` for prediction. Everything that turns their outputs into
+metrics and files (the per-class scorer :class:`zsad.evaluation.scorer.ClassScorer`, the report writers, the part
+files and their merge) runs in the calling process, the same for every engine.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from zsad.config import DetectorConfig
     from zsad.data import Sample
     from zsad.evaluation.batch import ClassPlan, ScoredBatch
+    from zsad.prediction.shards import PredictOptions, Shard, ShardResult
 
 __all__ = ["Engine", "Runner"]
 
@@ -34,6 +35,17 @@ class Runner(ABC):
     def score_class(self, samples: Sequence[Sample], cls: str, plan: ClassPlan, *, batch_size: int | None,
                     label: str, progress: bool) -> Iterator[ScoredBatch]:
         """Score every sample of one class; yield the scored batches in class order."""
+
+    @abstractmethod
+    def predict_shards(self, shards: Iterable[Shard], options: PredictOptions, *,
+                       progress: Callable[[int], object] | None = None) -> Iterator[ShardResult]:
+        """Run :func:`~zsad.prediction.shards.predict_shard` on every shard; yield each result when it is done
+        (in any order); ``progress(n)`` is called as images are done."""
+
+    @abstractmethod
+    def overlay_scale(self, paths: Sequence[str], class_name: str,
+                      batch_size: int | None) -> tuple[float, float] | None:
+        """:func:`~zsad.prediction.shards.overlay_scale` of the run's first images."""
 
 
 class Engine(ABC):
@@ -52,7 +64,7 @@ class Engine(ABC):
     def close(self) -> None:
         """Release what the engine started (workers, a local Ray runtime)."""
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Engine:  # noqa: PYI034 - subclasses need no narrower type
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zsad.engines.base import Engine, Runner
@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.data import Sample
     from zsad.detector import Detector
     from zsad.evaluation.batch import ClassPlan, ScoredBatch
+    from zsad.prediction.shards import PredictOptions, Shard, ShardResult
 
 __all__ = ["LocalEngine", "LocalRunner"]
 
@@ -36,6 +37,19 @@ class LocalRunner(Runner):
             for sb in iter_scored(self.detector, samples, cls, plan, batch_size):
                 bar.update(len(sb))
                 yield sb
+
+    def predict_shards(self, shards: Iterable[Shard], options: PredictOptions, *,
+                       progress: Callable[[int], object] | None = None) -> Iterator[ShardResult]:
+        from zsad.prediction.shards import predict_shard
+
+        for shard in shards:
+            yield predict_shard(self.detector, shard, options, progress=progress)
+
+    def overlay_scale(self, paths: Sequence[str], class_name: str,
+                      batch_size: int | None) -> tuple[float, float] | None:
+        from zsad.prediction.shards import overlay_scale
+
+        return overlay_scale(self.detector, paths, class_name, batch_size)
 
 
 class LocalEngine(Engine):

@@ -81,7 +81,8 @@ This module is the workflow (:func:`evaluate`: datasets -> classes -> files). It
   shared with training, :mod:`zsad.runs`);
 * :mod:`zsad.evaluation.reports`: the writers of every file below; :mod:`zsad.evaluation.results`: the result
   types; :mod:`zsad.evaluation.tables`: metric names and x100 tables;
-* :mod:`zsad.engines`: where the model runs (in this process by default).
+* :mod:`zsad.engines`: where the model runs (in this process by default, or on Ray workers with
+  ``engine="ray"``: they run the same per-batch scoring, and the per-class scorer runs here).
 
 Typical use (downloads the Tipsomaly weights on first use; MVTec-AD is evaluated with the VisA-trained prompts)::
 
@@ -144,7 +145,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.config import DetectorConfig
     from zsad.data import AnomalyDataset
     from zsad.detector import Detector
-    from zsad.engines import Runner
+    from zsad.engines import Engine, Runner
 
 __all__ = [
     "AUPRO_MODES",
@@ -262,6 +263,7 @@ def _evaluate_dataset(
         "mask_rule": MASK_RULE if run.protocol == "tipsomaly" else "convert('L') > 0 at the native size",
         "image_score": config.heads.image_score,
         "fixed_prompts": {"list": config.prompts.fixed, "source": prompt_source},
+        "engine": run.engine.describe(),
         "device": None,
         "dtype": fp["dtype"],
         "dataset": {**dataset_info, "canonical_name": canonical, "task": dataset_task(canonical),
@@ -280,6 +282,7 @@ def _evaluate_dataset(
             if runner is None:
                 runner = run.engine.runner(config)
                 manifest["device"] = runner.device
+                manifest["engine"] = run.engine.describe()
                 if checkpoints["backbone"]["files_sha256"] is None:
                     manifest["checkpoints"] = checkpoint_info(config, runner.backbone_source)
             ce = _evaluate_class(runner, ds, cls, run, out, name)
@@ -326,6 +329,9 @@ def evaluate(
     split: str = "test",
     backbone_options: Mapping[str, Any] | None = None,
     detector: Detector | None = None,
+    engine: str | Engine = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> EvaluationReport:
     """Evaluate a recipe on one or more datasets and write the tables (see the module docstring for the files).
 
@@ -352,7 +358,13 @@ def evaluate(
         split: the split of the description to evaluate (``"test"``).
         backbone_options: merged into ``backbone.options`` (e.g. ``{"random_arch": {}}`` for smoke tests).
         detector: an already built :class:`~zsad.detector.Detector` to use instead of ``recipe`` (its backbone
-            is reused; the dataset prompt-list default and ``overrides`` still apply).
+            is reused; the dataset prompt-list default and ``overrides`` still apply). Ray workers build their
+            own detectors from its configuration.
+        engine: where the model runs: ``"local"`` (this process) or ``"ray"`` (Ray workers, one detector each;
+            ``pip install "zsad[ray]"``). The files written are the same (scores within float32 noise).
+        workers, ray_address: for ``engine="ray"``: number of workers (default: one per GPU, else one) and the
+            cluster to join (``None``: a local Ray runtime started in this process; ``"auto"``: the running
+            cluster).
 
     Returns:
         An :class:`EvaluationReport` (``report.mean``, ``report.classes``, ``report.table()``).
@@ -386,7 +398,7 @@ def evaluate(
         raise ConfigError(f"Got {len(paths)} datasets but {len(names)} dataset names.")
     if isinstance(classes, str):
         classes = [c.strip() for c in classes.split(",") if c.strip()]
-    engine = get_engine("local", device=device, dtype=dtype, detector=detector)
+    engine = get_engine(engine, device=device, dtype=dtype, detector=detector, workers=workers, address=ray_address)
     run = EvaluationSettings(
         protocol, aupro, undefined, dtype_name(dtype if dtype is not None or detector is None else detector.dtype),
         None if batch_size is None else int(batch_size), save_maps, save_overlays, resume, progress, split, engine,

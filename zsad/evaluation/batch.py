@@ -80,8 +80,8 @@ class ScoredBatch:
             the whole list is ``None`` when the plan reads no masks.
         grey, resized, vanished: the masks binarised from grey values, resized from another size than their
             image's, or emptied by the resize (texts naming the files), for the class's notes.
-        warnings: ``(category name, message)`` of the warnings raised where the batch was scored, for engines
-            that score in another process (the in-process engine leaves it empty: its warnings are seen directly).
+        warnings: ``(category, message)`` of the warnings raised where the batch was scored, for engines that
+            score in another process (the in-process engine leaves it empty: its warnings are seen directly).
     """
 
     start: int
@@ -93,7 +93,7 @@ class ScoredBatch:
     grey: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[type[Warning], str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -196,6 +196,6 @@ def iter_scored(det: Detector, samples: Sequence[Sample], cls: str, plan: ClassP
                 chunk, batch = item
                 sb = score_batch(det, batch, samples[i : i + len(chunk)], cls, plan, start + i)
             if caught:
-                sb.warnings = [(w.category.__name__, str(w.message)) for w in caught]
+                sb.warnings = [(w.category, str(w.message)) for w in caught]
             i += len(chunk)
             yield sb
