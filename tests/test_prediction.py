@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -155,18 +153,13 @@ def test_replacing_a_run_removes_its_maps(det, images, tmp_path):
     assert len(rows(out / "scores.csv")) == 1
 
 
-def test_one_run_at_a_time_per_folder(det, images, tmp_path):
+def test_one_run_at_a_time_per_folder(det, images, tmp_path, lock_held_elsewhere):
     out = tmp_path / "out"
-    code = ("import sys, time; from zsad.runs import OutputLock; "
-            "OutputLock(sys.argv[1], 'evaluation').acquire(); print('locked', flush=True); time.sleep(120)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ConfigError, match=f"Another zsad evaluation is writing into {out} \\(process {holder.pid}"):
-            run(images, out, det)
-    finally:
-        holder.kill()
-        holder.wait()
+    holder = lock_held_elsewhere(out, "evaluation")
+    with pytest.raises(ConfigError, match=f"Another zsad evaluation is writing into {out} \\(process {holder.pid}"):
+        run(images, out, det)
+    holder.kill()
+    holder.wait()
     # its lock is left behind by a process that is gone: the next run takes it over
     assert (out / ".zsad-run.lock").exists()
     assert run(images, out, det, overlays=False).scored == 7 and not (out / ".zsad-run.lock").exists()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from zsad.errors import DatasetError
 
@@ -37,6 +37,7 @@ __all__ = [
     "GroundTruth",
     "binarize_mask",
     "check_mask_values",
+    "image_orientation",
     "is_binary_mask",
     "load_mask",
     "read_ground_truth",
@@ -161,8 +162,49 @@ class GroundTruth:
     vanished: bool
 
 
-def read_ground_truth(path: str | Path, size: int | tuple[int, int] | None = None) -> GroundTruth:
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+_SWAPS_AXES = (5, 6, 7, 8)  # orientations that rotate by 90 degrees (width and height swap)
+
+
+def image_orientation(image_path: str | Path) -> tuple[int, tuple[int, int]]:
+    """The EXIF orientation (1 = none) of an image file and its stored ``(width, height)``."""
+    with _open(image_path, "Image") as im:
+        orientation = im.getexif().get(_ORIENTATION, 1)
+        return (orientation if orientation in range(1, 9) else 1), im.size
+
+
+def _orient_like_image(mask_im: Image.Image, mask_path: str | Path, image_path: str | Path) -> Image.Image:
+    """Apply the image's EXIF orientation to its mask, which is stored like the image's pixels."""
+    orientation, (w, h) = image_orientation(image_path)
+    if orientation == 1:
+        return mask_im
+    rotated = (h, w) if orientation in _SWAPS_AXES else (w, h)
+    if mask_im.size != (w, h) and mask_im.size == rotated:
+        raise DatasetError(
+            f"Mask {mask_path} is {mask_im.size[0]}x{mask_im.size[1]}, the size of its image {image_path} only after "
+            f"the image's EXIF rotation (stored {w}x{h}, orientation {orientation}). With exif_transpose=true masks are "
+            "turned like their images, so a mask must be stored like the image's pixels; zsad does not guess which "
+            f"way this one is turned. Re-export the mask at {w}x{h}, or set exif_transpose=false."
+        )
+    mask_im.getexif()[_ORIENTATION] = orientation
+    return ImageOps.exif_transpose(mask_im)
+
+
+def read_ground_truth(
+    path: str | Path,
+    size: int | tuple[int, int] | None = None,
+    *,
+    image_path: str | Path | None = None,
+    exif_transpose: bool = False,
+) -> GroundTruth:
     """Read a mask file and binarise it with the official rule (:func:`binarize_mask`), noting what was done.
+
+    With ``exif_transpose=True`` the mask is turned by its image's (``image_path``) EXIF orientation, as the
+    image is, before it is binarised and resized: images, masks and overlays share one orientation.
+
+    Raises:
+        DatasetError: an unreadable mask; under ``exif_transpose`` a mask whose size fits its image only after
+            the rotation (ambiguous: it is an error, not a guess).
 
     Example:
         >>> import tempfile, os
@@ -172,7 +214,11 @@ def read_ground_truth(path: str | Path, size: int | tuple[int, int] | None = Non
         >>> gt.mask.shape, gt.native_hw, gt.grey, gt.vanished
         ((4, 4), (2, 2), True, False)
     """
-    values = read_mask_values(path)
+    with _open(path, "Mask") as im:
+        mask_im = im.convert("L")
+    if exif_transpose and image_path is not None:
+        mask_im = _orient_like_image(mask_im, path, image_path)
+    values = np.array(mask_im)
     mask = binarize_mask(values, size)
     vanished = size is not None and bool(values.any()) and not mask.any()
     return GroundTruth(mask, (int(values.shape[0]), int(values.shape[1])), not is_binary_mask(values), vanished)

@@ -19,6 +19,10 @@ Protocols
     naming the files). Under ``"tipsomaly"`` such a mask is resized anyway, as the official loader does; zsad warns
     and lists it in the notes of the class.
 
+With ``exif_transpose=true`` (``--set exif_transpose=true``) images are turned by their EXIF orientation, and so
+are their masks (masks are stored like the image's pixels); a mask whose size fits its image only after the
+rotation is an error (:func:`zsad.data.masks.read_ground_truth`), and overlays show the turned images.
+
 ``aupro="exact"`` (default) is the MVTec AD AUPRO; ``aupro="legacy"`` the Tipsomaly/AnomalyCLIP 200-threshold
 variant (for published-number parity only; see :mod:`zsad.metrics`).
 
@@ -58,7 +62,9 @@ Outputs (in ``out``)
 ==================  ==============================================================================================
 
 Several datasets (``data=[a, b]``) give one sub-folder per dataset plus ``summary.{json,md,csv}``. Every file is
-written atomically (temporary file + ``os.replace``), so an interrupted run never leaves a half-written file.
+written atomically (temporary file + ``os.replace``), so an interrupted run never leaves a half-written file, and
+``out`` is locked while a run writes into it (``.zsad-run.lock``): a second run into the same folder stops with an
+error naming the first (:class:`zsad.runs.OutputLock`).
 
 Resuming: with ``resume=True`` (default) a rerun into the same ``out`` loads finished classes from
 ``classes/<c>.json`` instead of recomputing them, if the manifest's fingerprint (configuration, protocol, AUPRO
@@ -139,7 +145,7 @@ from zsad.evaluation.tables import (
     PIXEL_METRICS,
     format_table,
 )
-from zsad.runs import RunManifest, checkpoint_info, sha256_json
+from zsad.runs import OutputLock, RunManifest, checkpoint_info, sha256_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from zsad.config import DetectorConfig
@@ -201,9 +207,21 @@ def _evaluate_class(
         save_maps(out, cls, scorer.maps, samples, ds.root)
         ce.saved["maps"] = True
     if run.save_overlays:
-        save_class_overlays(out, cls, scorer.maps, scorer.masks, samples, ds.root)
+        save_class_overlays(out, cls, scorer.maps, scorer.masks, samples, ds.root, config.preprocess)
         ce.saved["overlays"] = True
     return ce
+
+
+def _check_labels(ds: AnomalyDataset, classes: Sequence[str], path: str | os.PathLike) -> None:
+    """Refuse a dataset with neither normal/anomalous labels nor masks: every metric would be n/a."""
+    samples = ds.samples(classes)
+    if samples and all(s.anomaly is None for s in samples) and not any(s.has_mask for s in samples):
+        raise DatasetError(
+            f"{path} has no labels: it was read as a plain folder of images (no meta.json, no AA-CLIP jsonl, no "
+            "MVTec-style <class>/test/<good|defect>/ folders), so no image is known to be normal or anomalous and "
+            "every metric would be n/a. To score unlabelled images use `zsad predict`; to evaluate, give a labelled "
+            "dataset (see `zsad data prepare`)."
+        )
 
 
 def _evaluate_dataset(
@@ -230,6 +248,7 @@ def _evaluate_dataset(
         if unknown:
             raise DatasetError(f"Dataset {name!r} has no class {unknown[0]!r}; its classes are {ds.classes}.")
         selected = [c for c in ds.classes if c in set(classes)]
+    _check_labels(ds, selected, path)
     dataset_info = dataset_fingerprint(ds)
     checkpoints = checkpoint_info(config)
     fp = fingerprint(config, run, dataset_info, checkpoints)
@@ -411,8 +430,10 @@ def evaluate(
     if ov:
         base = base.with_overrides(**ov)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"The output folder {out} is a file; give a folder (it is created when missing).")
     reports: dict[str, DatasetEvaluation] = {}
-    with engine:
+    with OutputLock(out, "evaluation"), engine:
         if len(paths) == 1:
             rep = _evaluate_dataset(paths[0], out, base, ov, run, classes, names[0])
             reports[rep.name] = rep
@@ -425,7 +446,8 @@ def evaluate(
                     k += 1
                     folder = f"{stem}_{k}"
                 used.add(folder)
-                rep = _evaluate_dataset(p, out / folder, base, ov, run, classes, nm)
+                with OutputLock(out / folder, "evaluation"):
+                    rep = _evaluate_dataset(p, out / folder, base, ov, run, classes, nm)
                 reports[folder] = rep
             write_summary(out, reports)
     report = EvaluationReport(out, reports)

@@ -47,18 +47,21 @@ class ClassPlan:
         size: the model input size ``S``.
         keep_maps: return the maps (needed for pixel metrics, saved maps and overlays).
         read_masks: read the ground-truth masks (the class has masks).
+        exif_transpose: turn masks by their image's EXIF orientation, as the detector turns the images.
     """
 
     protocol: str
     size: int
     keep_maps: bool
     read_masks: bool
+    exif_transpose: bool = False
 
     @classmethod
     def for_samples(cls, samples: Sequence[Sample], config: DetectorConfig, *, protocol: str,
                     save_maps: bool = False, save_overlays: bool = False) -> ClassPlan:
         has_masks = any(s.is_anomalous and s.has_mask for s in samples)
-        return cls(protocol, int(config.preprocess.image_size), has_masks or save_maps or save_overlays, has_masks)
+        return cls(protocol, int(config.preprocess.image_size), has_masks or save_maps or save_overlays, has_masks,
+                   config.preprocess.exif_transpose)
 
     @property
     def original(self) -> bool:
@@ -135,7 +138,8 @@ def _ground_truth(sb: ScoredBatch, samples: Sequence[Sample], plan: ClassPlan) -
         if not (s.is_anomalous and s.has_mask):
             sb.masks.append(None)
             continue
-        gt = read_ground_truth(s.mask_path, None if plan.original else plan.size)
+        gt = read_ground_truth(s.mask_path, None if plan.original else plan.size, image_path=s.img_path,
+                               exif_transpose=plan.exif_transpose)
         if gt.grey:
             sb.grey.append(str(s.mask_path))
         if gt.native_hw != hw:

@@ -130,19 +130,43 @@ def save_maps(out: Path, cls: str, maps: Any, samples: Sequence[Sample], root: P
         np.savez(f, **arrays)
 
 
-def save_class_overlays(out: Path, cls: str, maps: Any, masks: Any, samples: Sequence[Sample], root: Path) -> None:
-    """``overlays/<class>/*.png`` on the class's shared colour scale and ``figures/<class>.png``."""
+class _Images(Sequence):
+    """The class's images, loaded on demand as the detector loads them (EXIF orientation, high bit depth)."""
+
+    def __init__(self, samples: Sequence[Sample], preprocess: Any):
+        self.samples = samples
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        from zsad.io import load_image
+
+        pre = self.preprocess
+        return load_image(self.samples[i].img_path, exif_transpose=pre.exif_transpose,
+                          high_bit_depth=pre.high_bit_depth)
+
+
+def save_class_overlays(out: Path, cls: str, maps: Any, masks: Any, samples: Sequence[Sample], root: Path,
+                        preprocess: Any) -> None:
+    """``overlays/<class>/*.png`` on the class's shared colour scale and ``figures/<class>.png``.
+
+    ``preprocess`` (the detector's :class:`~zsad.config.PreprocessConfig`) says how images are loaded, so that
+    images, maps and masks share one orientation.
+    """
     from zsad.viz import _atomic_save_png, class_figure, class_scale, overlay
 
     vmin, vmax = class_scale(maps)
+    images = _Images(samples, preprocess)
     folder = out / "overlays" / class_file_name(cls)
     for i, s in enumerate(samples):
         mask = None if masks is None else masks[i]
-        img = overlay(s.img_path, maps[i], vmin, vmax, contours_mask=mask if mask is not None and mask.any() else None)
+        img = overlay(images[i], maps[i], vmin, vmax, contours_mask=mask if mask is not None and mask.any() else None)
         rel = Path(relpath(s.img_path, root))
         name = "__".join(class_file_name(p) for p in (s.specie_name, rel.stem) if p) + ".png"
         _atomic_save_png(img, folder / name)
     labels = [s.anomaly for s in samples]
-    fig = class_figure([s.img_path for s in samples], maps, labels, None if masks is None else list(masks),
+    fig = class_figure(images, maps, labels, None if masks is None else list(masks),
                        vmin=vmin, vmax=vmax, title=f"{cls}  (shared scale {vmin:.3g} .. {vmax:.3g})")
     _atomic_save_png(fig, out / "figures" / f"{class_file_name(cls)}.png")

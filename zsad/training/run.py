@@ -461,7 +461,8 @@ def train_prompts(
         store = _feature_store(detector, dataset, feature_cache)
         stamps = [file_stamp(s.img_path) for s in samples]
         items = [st["path"] for st in stamps]
-        masks = [_pack(dataset.load_mask(s, size)) for s in samples]
+        exif = detector.config.preprocess.exif_transpose
+        masks = [_pack(dataset.load_mask(s, size, exif_transpose=exif)) for s in samples]
         grid = _compute_features(detector, store, samples, items, stamps, batch_size, progress, tqdm)
 
         for epoch in range(start_epoch + 1, epochs + 1):
