@@ -17,6 +17,7 @@ What a run writes to ``out``:
                      :data:`~zsad.prediction.shards.CALIBRATION_IMAGES`)
 ``parts/``           ``part-NNNNN.csv``: the rows of each finished shard (what a resumed run skips)
 ``manifest.json``    settings, fingerprint, versions, checkpoint hashes, engine, progress and counts
+                     (``shard_cpu_s``: CPU seconds the workers spent on this call's shards)
 ==================  ==============================================================================================
 
 ``output_name`` is the image's file stem, or its path below the inputs' common folder joined with ``__`` when
@@ -255,6 +256,7 @@ def predict_files(
             "shards": n_shards,
             "resumed_shards": done,
             "shards_done": len(done),
+            "shard_cpu_s": 0.0,
             "engine": eng.describe(),
             "device": None,
             "dtype": dtype_label,
@@ -295,4 +297,5 @@ def _run_shards(eng: Engine, config: DetectorConfig, paths: Sequence[Path], name
     with tqdm(total=len(paths), initial=initial, unit="img", desc="zsad predict", disable=not progress) as bar:
         for res in runner.predict_shards(_shards(paths, names, size, todo), options, progress=bar.update):
             write_part(out, res.index, res.rows, columns)
-            manifest.update(shards_done=manifest["shards_done"] + 1)
+            manifest.update(shards_done=manifest["shards_done"] + 1,
+                            shard_cpu_s=round(manifest["shard_cpu_s"] + res.cpu_seconds, 3))

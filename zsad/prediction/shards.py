@@ -90,12 +90,14 @@ class Shard:
 
 @dataclass
 class ShardResult:
-    """The rows of a shard (one per image, in order; ``error`` is empty for a scored image)."""
+    """The rows of a shard (one per image, in order; ``error`` is empty for a scored image), with the wall and CPU
+    seconds the worker process spent on it."""
 
     index: int
     rows: list[dict[str, Any]]
     failed: int
     seconds: float
+    cpu_seconds: float = 0.0
     worker: str = ""
     warnings: list[tuple[type[Warning], str]] = field(default_factory=list)
 
@@ -152,7 +154,7 @@ def predict_shard(det: Detector, shard: Shard, options: PredictOptions, *, recor
     ``record_warnings`` returns the warnings in the result instead of showing them (for workers in other
     processes); ``progress(1)`` is called after each image.
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     heads = list(det.config.heads.image_heads)
     bs = options.batch_size or det.config.batch_size
     paths, names = list(shard.paths), list(shard.names)
@@ -189,6 +191,7 @@ def predict_shard(det: Detector, shard: Shard, options: PredictOptions, *, recor
         rows=rows,
         failed=sum(bool(r["error"]) for r in rows),
         seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - cpu0,
         worker=f"{socket.gethostname()}:{os.getpid()}",
         warnings=[(w.category, str(w.message)) for w in caught or []],
     )
