@@ -49,7 +49,6 @@ def timed_run(images: Path, out: Path, engine, device: str, batch_size: int,
               shard_size: int) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds of this process, CPU seconds of the workers' shards) of one predict_files run."""
     import json
-
     import warnings
 
     from zsad.prediction import predict_files
@@ -95,7 +94,8 @@ def main() -> None:
         rates = sorted(n / w[0] for w in warm)
         cpu = sorted(w[1] + (w[2] if driver else 0.0) for w in warm)[len(warm) // 2]  # median CPU seconds
         drv = sorted(w[1] for w in warm)[len(warm) // 2]
-        rows.append((name, n / cold, rates[-1], rates[len(rates) // 2], 1000 * cpu / n, 1000 * drv / n if driver else None))
+        driver_ms = 1000 * drv / n if driver else None
+        rows.append((name, n / cold, rates[-1], rates[len(rates) // 2], 1000 * cpu / n, driver_ms))
 
     local = LocalEngine(device=args.device)
     measure("local (engine off)", local, driver=False)

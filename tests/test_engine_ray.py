@@ -199,6 +199,7 @@ def test_unreachable_address_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert err.startswith("zsad: error: Cannot reach the Ray cluster at 127.0.0.1:1") and "--ray-address" in err
+    assert not (tmp_path / "o").exists()  # checked before anything is written
 
 
 def test_missing_ray_extra_names_the_pip_install(tmp_path, capsys, monkeypatch):

@@ -329,8 +329,9 @@ class OutputLock:
                     self.path.unlink(missing_ok=True)
                     continue
                 raise ConfigError(
-                    f"Another zsad {other.get('what', 'run')} is writing into {self.folder} (process {other.get('pid')} "
-                    f"on {other.get('host')}, started {other.get('started_at')}: {other.get('command') or '?'}). "
+                    f"Another zsad {other.get('what', 'run')} is writing into {self.folder} "
+                    f"(process {other.get('pid')} on {other.get('host')}, started {other.get('started_at')}: "
+                    f"{other.get('command') or '?'}). "
                     "Wait for it to finish or use another output folder; if that process is gone, delete "
                     f"{self.path}."
                 ) from None
@@ -368,5 +369,5 @@ class OutputLock:
     def __enter__(self) -> OutputLock:
         return self.acquire()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()

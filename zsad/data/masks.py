@@ -182,8 +182,8 @@ def _orient_like_image(mask_im: Image.Image, mask_path: str | Path, image_path: 
     if mask_im.size != (w, h) and mask_im.size == rotated:
         raise DatasetError(
             f"Mask {mask_path} is {mask_im.size[0]}x{mask_im.size[1]}, the size of its image {image_path} only after "
-            f"the image's EXIF rotation (stored {w}x{h}, orientation {orientation}). With exif_transpose=true masks are "
-            "turned like their images, so a mask must be stored like the image's pixels; zsad does not guess which "
+            f"the image's EXIF rotation (stored {w}x{h}, orientation {orientation}). With exif_transpose=true masks "
+            "are turned like their images, so a mask must be stored like the image's pixels; zsad does not guess which "
             f"way this one is turned. Re-export the mask at {w}x{h}, or set exif_transpose=false."
         )
     mask_im.getexif()[_ORIENTATION] = orientation

@@ -36,6 +36,9 @@ class _Borrowed(Engine):
     def runner(self, config):  # type: ignore[no-untyped-def]
         return self.engine.runner(config)
 
+    def connect(self) -> None:
+        self.engine.connect()
+
     def describe(self) -> dict:
         return self.engine.describe()
 

@@ -57,6 +57,9 @@ class Engine(ABC):
     def runner(self, config: DetectorConfig) -> Runner:
         """The runner for ``config`` (created on first use, then reused)."""
 
+    def connect(self) -> None:
+        """Check now that the engine can run (e.g. reach its cluster), before a workflow writes anything."""
+
     def describe(self) -> dict:
         """What the manifest records about the engine."""
         return {"name": self.name}

@@ -230,6 +230,10 @@ class RayEngine(Engine):
         self._runners: dict[str, RayRunner] = {}
 
     # -- cluster ---------------------------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Join (or start) the Ray runtime; raise one clear :class:`ConfigError` when it cannot be reached."""
+        self._connect()
+
     def _connect(self) -> None:
         ray = _ray()
         if self.address not in (None, "auto"):
@@ -240,8 +244,10 @@ class RayEngine(Engine):
             ray.init(address=self.address, include_dashboard=False, logging_level="WARNING")
         except ConnectionError as exc:
             raise ConfigError(
-                f"No running Ray cluster found for --ray-address {self.address} ({exc}); start one with "
-                "`ray start --head`, or omit --ray-address to start a local Ray runtime."
+                f"Cannot connect to a Ray cluster at --ray-address {self.address} ({exc}); check that one runs "
+                "(`ray start --head`) and that this environment has its settings (for a cluster with token "
+                "authentication: RAY_AUTH_MODE=token and its token), or omit --ray-address to start a local Ray "
+                "runtime."
             ) from None
         self._started_ray = True
 

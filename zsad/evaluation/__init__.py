@@ -433,23 +433,25 @@ def evaluate(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"The output folder {out} is a file; give a folder (it is created when missing).")
     reports: dict[str, DatasetEvaluation] = {}
-    with OutputLock(out, "evaluation"), engine:
-        if len(paths) == 1:
-            rep = _evaluate_dataset(paths[0], out, base, ov, run, classes, names[0])
-            reports[rep.name] = rep
-        else:
-            used: set[str] = set()
-            for p, nm in zip(paths, names):
-                folder = safe_filename(nm or _dataset_label(p), "class")
-                stem, k = folder, 1
-                while folder in used:
-                    k += 1
-                    folder = f"{stem}_{k}"
-                used.add(folder)
-                with OutputLock(out / folder, "evaluation"):
-                    rep = _evaluate_dataset(p, out / folder, base, ov, run, classes, nm)
-                reports[folder] = rep
-            write_summary(out, reports)
+    with engine:
+        engine.connect()  # an unreachable cluster fails before anything in `out` is touched
+        with OutputLock(out, "evaluation"):
+            if len(paths) == 1:
+                rep = _evaluate_dataset(paths[0], out, base, ov, run, classes, names[0])
+                reports[rep.name] = rep
+            else:
+                used: set[str] = set()
+                for p, nm in zip(paths, names):
+                    folder = safe_filename(nm or _dataset_label(p), "class")
+                    stem, k = folder, 1
+                    while folder in used:
+                        k += 1
+                        folder = f"{stem}_{k}"
+                    used.add(folder)
+                    with OutputLock(out / folder, "evaluation"):
+                        rep = _evaluate_dataset(p, out / folder, base, ov, run, classes, nm)
+                    reports[folder] = rep
+                write_summary(out, reports)
     report = EvaluationReport(out, reports)
     if progress:
         _print_report(report)

@@ -4,7 +4,8 @@ The inputs (files, folders, glob patterns, text files of paths: :mod:`zsad.predi
 and cut into shards of ``shard_size`` images. Each shard is scored by the engine (in this process, or by Ray
 workers: :mod:`zsad.engines`) with :func:`~zsad.prediction.shards.predict_shard`, and its rows are written to a part
 file as soon as it is done; at the end the parts are merged (:mod:`zsad.prediction.parts`). Nothing accumulates:
-memory stays flat however many images there are (the driver keeps only the list of paths, about 150 bytes each).
+memory stays flat however many images there are. The only thing that grows with the number of images is the list
+of input paths and output names the driver holds (about 250 bytes per image: 250 MB for a million images).
 
 What a run writes to ``out``:
 
@@ -140,10 +141,10 @@ def _previous(out: Path, fingerprint: dict[str, Any], resume: bool) -> dict[str,
     return None
 
 
-def _shards(paths: Sequence[Path], names: Sequence[str], size: int, todo: Sequence[int]) -> Iterator[Shard]:
+def _shards(paths: Sequence[str], names: Sequence[str], size: int, todo: Sequence[int]) -> Iterator[Shard]:
     for k in todo:
         sl = slice(k * size, (k + 1) * size)
-        yield Shard(k, tuple(str(p) for p in paths[sl]), tuple(names[sl]))
+        yield Shard(k, tuple(paths[sl]), tuple(names[sl]))
 
 
 def predict_files(
@@ -226,56 +227,58 @@ def predict_files(
     ov = {k: coerce_override(v) for k, v in (overrides or {}).items()}
     if ov:
         config = config.with_overrides(**ov)
-    paths = list_inputs(inputs)
+    given = [str(i) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    paths = [str(p) for p in list_inputs(inputs)]  # str: half the memory of Path objects
     names = output_stems(paths)
     n = len(paths)
     n_shards = math.ceil(n / shard_size)
     options = PredictOptions(str(out), class_name, batch_size, save_maps, overlays)
-    listing_sha = sha256_json([[str(p), s] for p, s in zip(paths, names)])
+    listing_sha = sha256_json([[p, s] for p, s in zip(paths, names)])
     dtype_label = dtype_name(dtype if dtype is not None or detector is None else detector.dtype)
     fp = _fingerprint(config, dtype_label, listing_sha, n, options, shard_size)
     fp_sha = sha256_json(fp)
     columns = part_columns(list(config.heads.image_heads))
     eng = get_engine(engine, device=device, dtype=dtype, detector=detector, workers=workers, address=ray_address)
-
-    with OutputLock(out, "prediction"), eng:
-        previous = _previous(out, fp, resume)
-        done = [k for k in range(n_shards) if part_path(out, k).is_file()] if previous else []
-        todo = [k for k in range(n_shards) if k not in set(done)]
-        manifest = RunManifest(out / "manifest.json", {
-            "format_version": FORMAT_VERSION,
-            "kind": "prediction",
-            "config": config.model_dump(mode="json"),
-            "checkpoints": checkpoint_info(config),
-            "inputs": {"given": [str(i) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)],
-                       "count": n, "sha256": listing_sha},
-            "class_name": class_name,
-            "outputs": {"maps": save_maps, "overlays": overlays},
-            "overlay_scale": (previous or {}).get("overlay_scale"),
-            "shard_size": shard_size,
-            "shards": n_shards,
-            "resumed_shards": done,
-            "shards_done": len(done),
-            "shard_cpu_s": 0.0,
-            "engine": eng.describe(),
-            "device": None,
-            "dtype": dtype_label,
-            "fingerprint": fp,
-            "fingerprint_sha256": fp_sha,
-        }, previous)
-        if todo:
-            _run_shards(eng, config, paths, names, todo, options, manifest, columns, progress,
-                        initial=sum(min(shard_size, n - k * shard_size) for k in done))
-        header = {"recipe": config.name, "image_score": config.heads.image_score}
-        scored, failed = merge_parts(out, n_shards, list(config.heads.image_heads), header)
-        manifest.complete(images_scored=scored, images_failed=failed, elapsed_s=round(time.perf_counter() - t0, 3))
+    with eng:
+        eng.connect()  # an unreachable cluster fails before anything in `out` is touched
+        with OutputLock(out, "prediction"):
+            previous = _previous(out, fp, resume)
+            done = [k for k in range(n_shards) if part_path(out, k).is_file()] if previous else []
+            todo = [k for k in range(n_shards) if k not in set(done)]
+            manifest = RunManifest(out / "manifest.json", {
+                "format_version": FORMAT_VERSION,
+                "kind": "prediction",
+                "config": config.model_dump(mode="json"),
+                "checkpoints": checkpoint_info(config),
+                "inputs": {"given": given, "count": n, "sha256": listing_sha},
+                "class_name": class_name,
+                "outputs": {"maps": save_maps, "overlays": overlays},
+                "overlay_scale": (previous or {}).get("overlay_scale"),
+                "shard_size": shard_size,
+                "shards": n_shards,
+                "resumed_shards": done,
+                "shards_done": len(done),
+                "shard_cpu_s": 0.0,
+                "engine": eng.describe(),
+                "device": None,
+                "dtype": dtype_label,
+                "fingerprint": fp,
+                "fingerprint_sha256": fp_sha,
+            }, previous)
+            if todo:
+                _run_shards(eng, config, paths, names, todo, options, manifest, columns, progress,
+                            initial=sum(min(shard_size, n - k * shard_size) for k in done))
+            header = {"recipe": config.name, "image_score": config.heads.image_score}
+            scored, failed = merge_parts(out, n_shards, list(config.heads.image_heads), header)
+            manifest.complete(images_scored=scored, images_failed=failed,
+                              elapsed_s=round(time.perf_counter() - t0, 3))
     files = {"scores_csv": out / "scores.csv", "scores_json": out / "scores.json", "manifest": out / "manifest.json"}
     if failed:
         files["errors_csv"] = out / "errors.csv"
     return PredictionRun(out, n, scored, failed, n_shards, len(done), time.perf_counter() - t0, files)
 
 
-def _run_shards(eng: Engine, config: DetectorConfig, paths: Sequence[Path], names: Sequence[str], todo: list[int],
+def _run_shards(eng: Engine, config: DetectorConfig, paths: Sequence[str], names: Sequence[str], todo: list[int],
                 options: PredictOptions, manifest: RunManifest, columns: list[str], progress: bool,
                 initial: int) -> None:
     from dataclasses import replace
@@ -289,7 +292,7 @@ def _run_shards(eng: Engine, config: DetectorConfig, paths: Sequence[Path], name
     if options.overlays:
         scale = manifest["overlay_scale"]
         if scale is None:
-            scale = runner.overlay_scale([str(p) for p in paths[: 4 * CALIBRATION_IMAGES]], options.class_name,
+            scale = runner.overlay_scale(list(paths[: 4 * CALIBRATION_IMAGES]), options.class_name,
                                          options.batch_size)
             manifest.update(overlay_scale=scale)
         options = replace(options, overlay_scale=None if scale is None else tuple(scale))
