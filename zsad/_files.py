@@ -117,6 +117,21 @@ def safe_filename(name: str, fallback: str = "item") -> str:
     return "_" + text if text.split(".")[0].upper() in _RESERVED else text
 
 
+def distinct_filename(key: str, fallback: str = "item") -> str:
+    """A file name for *key* that no other key gets, from the key alone (stable across runs and resumes).
+
+    A key that is already a safe, lower-case file name is kept as it is (``metal_nut``, ``pcb1``); any other key
+    gets its :func:`safe_filename` plus ``-`` and 8 hex digits of its sha1, so keys that sanitise alike (``"a b"``,
+    ``"a_b"``, ``"A B"``) or differ only in case never share a file, on any file system.
+
+    Example:
+        >>> distinct_filename("metal_nut"), distinct_filename("a b"), distinct_filename("A_B")
+        ('metal_nut', 'a_b-7dbde935', 'A_B-c0cd2118')
+    """
+    safe = _clip(safe_filename(key, fallback))
+    return safe if safe == key and key == key.lower() else f"{safe}-{_short_hash(str(key))}"
+
+
 def _short_hash(key: str) -> str:
     return hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zsad import __version__
-from zsad._files import atomic_path, write_json, write_name_map
+from zsad._files import write_json
 from zsad.errors import ZsadError
 
 __all__ = ["main", "parse_set"]
@@ -70,69 +70,53 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, device: bool = True) -> None
         p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="backbone precision (default float32)")
 
 
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where the model runs: local = this process (default); ray = Ray workers "
+                        "(pip install 'zsad[ray]')")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="Ray workers, one detector each (default: one per GPU, else one)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join: auto = the running cluster, or ray://host:10001 "
+                        "(default: a local Ray runtime started in this process)")
+
+
 # -- commands ----------------------------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
-    from zsad.data import list_images
-
     out = _writable_folder(args.out, "--out")
-    paths = list_images(args.inputs)
     if args.model:  # an exported graph: ONNX Runtime / OpenVINO, no torch
-        fixed = [flag for flag, given in (("--recipe", args.recipe), ("--set", args.overrides), ("--dtype", args.dtype))
-                 if given]
+        fixed = [flag for flag, given in (("--recipe", args.recipe), ("--set", args.overrides), ("--dtype", args.dtype),
+                                          ("--engine ray", args.engine != "local")) if given]
         if fixed:
-            raise ZsadError(f"{', '.join(fixed)} cannot change an exported model (the recipe, its overrides and the "
-                            "dtype were fixed by `zsad export`); export it again with them, or drop --model.")
+            raise ZsadError(f"{', '.join(fixed)} cannot be used with --model (the recipe, its overrides and the dtype "
+                            "were fixed by `zsad export`; exported models run in this process); export it again with "
+                            "them, or drop --model.")
         from zsad.export.runtime import ExportedDetector
 
         det: Any = ExportedDetector.load(args.model, args.runtime, device=args.device or "cpu")
-        class_name = args.class_name
+        class_name = det._default_class(args.class_name)
+        recipe = det.config.name
     else:
         if args.runtime:
             raise ZsadError("--runtime applies to exported models only; pass the model file with --model FILE.")
-        from zsad.detector import Detector
+        det, class_name, recipe = None, args.class_name or "object", args.recipe or "tipsomaly"
+    from zsad.prediction import predict_files
 
-        det = Detector.from_recipe(args.recipe or "tipsomaly", device=args.device, dtype=args.dtype,
-                                   **parse_set(args.overrides))
-        class_name = args.class_name or "object"
-    results = det.predict([str(p) for p in paths], class_name=class_name, batch_size=args.batch_size,
-                          map_size="original", progress=not args.quiet)
-    from zsad.viz import output_stems
-
-    stems = output_stems([r.image_path for r in results])
-    rows = [{"path": r.image_path, "class": r.class_name, "score": r.pred_score, **r.scores, "output_name": stem}
-            for r, stem in zip(results, stems)]
-    out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "scores.csv", rows)
-    write_json(out / "scores.json", {"recipe": det.config.name, "image_score": det.config.heads.image_score,
-                                     "results": [{**r.to_dict(), "output_name": s} for r, s in zip(results, stems)]})
-    write_name_map(out / "names.json", stems, [r.image_path for r in results])
-    if args.overlays:
-        from zsad.viz import save_overlays
-
-        pre = det.config.preprocess
-        save_overlays(results, [r.image_path for r in results], out / "overlays", names=stems,
-                      exif_transpose=pre.exif_transpose, high_bit_depth=_display_bit_depth(pre.high_bit_depth))
-    if args.save_maps:
-        import numpy as np
-
-        (out / "maps").mkdir(exist_ok=True)
-        for r, stem in zip(results, stems):
-            with atomic_path(out / "maps" / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
-                np.save(fh, r.anomaly_map)
+    run = predict_files(
+        args.inputs, out, recipe=recipe, overrides=parse_set(args.overrides), class_name=class_name,
+        device=args.device, dtype=args.dtype, batch_size=args.batch_size, overlays=args.overlays,
+        save_maps=args.save_maps, shard_size=args.shard_size, resume=not args.no_resume, progress=not args.quiet,
+        detector=det, **_engine_args(args),
+    )
     if not args.quiet:
-        width = max(len(Path(r.image_path).name) for r in results)
-        print(f"{'image':{width}s}  {det.config.heads.image_score:>7s}")
-        for r in results:
-            print(f"{Path(r.image_path).name:{width}s}  {r.pred_score:7.4f}")
-        extras = [f"{out / 'overlays'}/" if args.overlays else "", f"{out / 'maps'}/" if args.save_maps else ""]
-        print(f"wrote {out / 'scores.csv'}, {out / 'scores.json'}, {out / 'names.json'}"
+        _print_scores(run.files["scores_csv"], limit=20)
+        extras = [f"{run.out / 'overlays'}/" if args.overlays else "", f"{run.out / 'maps'}/" if args.save_maps else ""]
+        print(f"wrote {run.files['scores_csv']}, {run.files['scores_json']}, {run.files['names']}"
               + "".join(f", {e}" for e in extras if e))
+    if run.failed:
+        print(f"zsad: {run.failed} of {run.images} image(s) could not be scored; see {run.files['errors_csv']}",
+              file=sys.stderr)
     return 0
-
-
-def _display_bit_depth(setting: str) -> str:
-    """Overlays show 16-bit images as the model saw them; 'error' never reaches here (predict refused them)."""
-    return "clip" if setting == "clip" else "scale"
 
 
 def _writable_folder(path: str, option: str) -> Path:
@@ -170,6 +154,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_scores(path: Path, limit: int) -> None:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for _, r in zip(range(limit + 1), reader)]
+    if not rows:
+        return
+    width = max(len(Path(r["path"]).name) for r in rows[:limit])
+    print(f"{'image':{width}s}  {'score':>7s}")
+    for r in rows[:limit]:
+        print(f"{Path(r['path']).name:{width}s}  {float(r['score']):7.4f}")
+    if len(rows) > limit:
+        print(f"... (all scores in {path})")
+
+
+def _engine_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {"engine": args.engine, "workers": args.workers, "ray_address": args.ray_address}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from zsad.evaluation import evaluate
 
@@ -179,6 +181,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides=parse_set(args.overrides), aupro=args.aupro, protocol=args.protocol, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, classes=args.classes, save_maps=args.save_maps,
         save_overlays=args.save_overlays, resume=not args.no_resume, progress=not args.quiet, undefined=args.undefined,
+        **_engine_args(args),
     )
     return 0
 
@@ -368,13 +371,6 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zsad",
@@ -392,8 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
              "  zsad predict part.png --class-name 'metal nut'\n"
              "  zsad predict 'photos/*.jpg' folder/ --class-name screw --out runs/screws --device cuda\n"
              "  zsad predict img.png --set backbone_checkpoint=/weights/tips-l14 --set image_size=448\n"
+             "  zsad predict paths.txt --out runs/line3 --no-overlays --engine ray --workers 4\n"
              "  zsad predict --model detector.onnx parts/ --class-name screw   (a model from `zsad export`)\n")
-    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("inputs", nargs="+",
+                   help="image files, folders (searched recursively), glob patterns or .txt files of paths")
     p.add_argument("--class-name", default=None,
                    help="object class used in the prompts (default: object; with --model: its only class)")
     _add_recipe_args(p)
@@ -408,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-maps", action="store_true",
                    help="also write each anomaly map as OUT/maps/NAME.npy (float32, the image's height x width; "
                         "NAME is the output_name column of scores.csv, listed in OUT/names.json)")
+    p.add_argument("--shard-size", type=_positive_int, default=256,
+                   help="images per shard: the unit of work, of a part file and of resuming (default 256)")
+    p.add_argument("--no-resume", action="store_true", help="replace the results of an earlier run in --out")
+    _add_engine_args(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_predict)
 
@@ -450,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-maps", action="store_true", help="write anomaly maps")
     p.add_argument("--save-overlays", action="store_true", help="write overlay images (class-wide colour scale)")
     p.add_argument("--no-resume", action="store_true", help="recompute classes finished by an earlier run")
+    _add_engine_args(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
+from itertools import islice, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence, overload
 
@@ -183,6 +184,11 @@ class Detector:
         return detector
 
     # -- components ----------------------------------------------------------------------------------------------
+    @property
+    def weights_source(self) -> str | None:
+        """Where the backbone's weights were loaded from, when it says (recorded in run manifests)."""
+        return getattr(self.backbone, "source", None)
+
     @property
     def image_heads(self) -> dict[str, ImageHead]:
         """The image heads by name."""
@@ -405,12 +411,13 @@ class Detector:
         )
 
     def iter_batches(
-        self, inputs: Sequence[ImageInput], batch_size: int | None = None, *, workers: int | None = None
+        self, inputs: Iterable[ImageInput], batch_size: int | None = None, *, workers: int | None = None
     ) -> Iterator[tuple[list[ImageInput], Any]]:
         """Yield ``(chunk, PreparedBatch)`` pairs of at most ``batch_size`` inputs, loading ahead.
 
         The next chunk is decoded while the caller works on the current one (e.g. runs the model), and the images
-        of a chunk are decoded in parallel by ``workers`` threads (default: up to 8, one per CPU core).
+        of a chunk are decoded in parallel by ``workers`` threads (default: up to 8, one per CPU core). ``inputs``
+        is consumed lazily (a generator works), so at most two chunks are held at a time.
         """
         size = self.config.batch_size if batch_size is None else batch_size
         yield from iter_prepared(inputs, size, self.preprocess, workers=workers)
@@ -443,25 +450,70 @@ class Detector:
 
         Returns:
             One :class:`AnomalyResult` for a single input (a path, image, array or 3-D tensor); a list otherwise.
+            Every map of a list is kept in memory: for long runs iterate over :meth:`predict_iter` instead.
         """
-        import torch
-
         if map_size not in ("original", "input"):
             raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
         items, single = as_items(inputs)
         names = class_names_for(class_name, items)
-        results: list[AnomalyResult] = []
+        show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
+        results = list(self.predict_iter(items, names, map_size=map_size, batch_size=batch_size, progress=show,
+                                         total=len(names)))
+        return results[0] if single and len(results) == 1 else results
+
+    def predict_iter(
+        self,
+        inputs: Iterable[ImageInput],
+        class_name: str | Iterable[str] = "object",
+        *,
+        map_size: Literal["original", "input"] = "original",
+        batch_size: int | None = None,
+        progress: bool = False,
+        total: int | None = None,
+    ) -> Iterator[AnomalyResult]:
+        """Yield one :class:`AnomalyResult` per image, in input order, holding only the batch in flight.
+
+        The streaming form of :meth:`predict` for long runs: memory stays constant whatever the number of images
+        (the caller keeps or drops each result). ``inputs`` may be a generator; ``class_name`` is one name or an
+        iterable with one name per image (consumed alongside). A 4-D tensor input yields one result per image.
+
+        Args:
+            inputs, class_name, map_size, batch_size: as for :meth:`predict`.
+            progress: show a progress bar (``total`` images, when known).
+
+        Raises:
+            ImageError: an input cannot be read (the error names it); results before its batch were yielded.
+
+        Example:
+            >>> import numpy as np
+            >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed",
+            ...                            prompt_checkpoint=None, image_size=28, backbone_options={"random_config": {}},
+            ...                            device="cpu")
+            >>> frames = (np.full((20, 30, 3), v, np.uint8) for v in range(5))  # a generator: nothing is listed
+            >>> [r.anomaly_map.shape for r in det.predict_iter(frames, "screw", batch_size=2)]
+            [(20, 30), (20, 30), (20, 30), (20, 30), (20, 30)]
+        """
+        if map_size not in ("original", "input"):
+            raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
+        import torch
+
+        from zsad.prompts.templates import check_class_name
+
+        if isinstance(class_name, (str, bytes)) or not isinstance(class_name, Iterable):
+            names: Iterator[str] = repeat(check_class_name(class_name))
+        else:
+            names = map(check_class_name, iter(class_name))
         from tqdm.auto import tqdm
 
-        show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
-        with torch.inference_mode(), tqdm(total=len(items), disable=not show, unit="img", desc="zsad predict") as bar:
-            for chunk, batch in self.iter_batches(items, batch_size):
-                n = len(batch.original_sizes)
-                chunk_names = names[len(results) : len(results) + n]
+        with torch.inference_mode(), tqdm(total=total, disable=not progress, unit="img", desc="zsad predict") as bar:
+            for chunk, batch in self.iter_batches(inputs, batch_size):
+                chunk_names = list(islice(names, len(batch.original_sizes)))
+                if len(chunk_names) != len(batch.original_sizes):
+                    raise ConfigError("class_name has fewer entries than there are images; give one name or one "
+                                      "per image.")
                 out = self.score_pixels(batch.pixels, chunk_names)
-                results.extend(self._results(out, batch, chunk_names, map_size))
+                yield from self._results(out, batch, chunk_names, map_size)
                 bar.update(len(chunk))
-        return results[0] if single and len(results) == 1 else results
 
     def _results(self, out: BatchScores, batch, names: list[str], map_size: str) -> Iterable[AnomalyResult]:
         import torch.nn.functional as F

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
+from itertools import islice
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,7 +365,7 @@ def prepare_batch(
 
 
 def iter_prepared(
-    items: Sequence[Any],
+    items: Iterable[Any],
     batch_size: int,
     prepare: Callable[[Sequence[Any], Executor], PreparedBatch],
     *,
@@ -383,15 +384,17 @@ def iter_prepared(
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
-    items = list(items)
-    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-    if not chunks:
+    source = iter(items)  # consumed lazily (a generator works): at most two chunks are held at a time
+    chunk = list(islice(source, batch_size))
+    if not chunk:
         return
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=1) as ahead, ThreadPoolExecutor(max_workers=workers) as decode:
-        pending = ahead.submit(prepare, chunks[0], decode)
-        for index, chunk in enumerate(chunks):
+        pending = ahead.submit(prepare, chunk, decode)
+        while chunk:
             batch = pending.result()
-            if index + 1 < len(chunks):
-                pending = ahead.submit(prepare, chunks[index + 1], decode)
+            following = list(islice(source, batch_size))
+            if following:
+                pending = ahead.submit(prepare, following, decode)
             yield chunk, batch
+            chunk = following

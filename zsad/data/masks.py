@@ -8,6 +8,9 @@ The official rule (``datasets/dataset.py`` of AlirezaSalehy/Tipsomaly, also Anom
 so a mask with grey (anti-aliased, JPEG) values is binarised with ``> 0`` before resizing. zsad does the same
 and says so with a warning (see :meth:`zsad.data.AnomalyDataset.load_mask` and :func:`check_mask_values`).
 
+The rule is written once, in :func:`binarize_mask`; the dataset reader (:meth:`~zsad.data.AnomalyDataset.load_mask`),
+evaluation and training all reach it through :func:`read_ground_truth` (or :func:`read_mask` / :func:`resize_mask`).
+
 Example:
     >>> import numpy as np
     >>> m = np.zeros((4, 4), np.uint8); m[1:3, 1:3] = 1
@@ -18,11 +21,12 @@ Example:
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from zsad._boundary import reading
 from zsad.errors import DatasetError
@@ -31,9 +35,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.data.samples import AnomalyDataset
 
 __all__ = [
+    "GroundTruth",
+    "binarize_mask",
     "check_mask_values",
+    "image_orientation",
     "is_binary_mask",
     "load_mask",
+    "read_ground_truth",
     "read_mask",
     "read_mask_values",
     "resize_mask",
@@ -80,7 +88,7 @@ def read_mask(path: str | Path) -> np.ndarray:
         >>> read_mask(p).tolist()
         [[0, 1], [1, 0]]
     """
-    return (read_mask_values(path) > 0).astype(np.uint8)
+    return binarize_mask(read_mask_values(path))
 
 
 def _wh(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -90,8 +98,40 @@ def _wh(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def binarize_mask(values: np.ndarray, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """THE ground-truth rule of the official loader: ``values > 0``; with ``size``, that binary mask x255 ->
+    PIL ``'L'`` -> bilinear resize -> ``/255`` -> ``> 0.5``.
+
+    Every mask zsad compares with a map goes through this function (evaluation, training, the dataset reader).
+
+    Args:
+        values: H x W array of grey values (any dtype; non-zero means anomalous).
+        size: ``S`` for S x S, or ``(width, height)`` as PIL takes it; ``None`` keeps the size.
+
+    Returns:
+        ``(height, width)`` uint8 array of 0/1.
+
+    Example:
+        >>> binarize_mask(np.array([[0, 1, 128, 255]])).tolist()
+        [[0, 1, 1, 1]]
+        >>> m = np.zeros((10, 10), np.uint8); m[:, :5] = 9
+        >>> binarize_mask(m, (4, 2)).tolist()
+        [[1, 1, 0, 0], [1, 1, 0, 0]]
+    """
+    m = np.asarray(values)
+    if m.ndim != 2 or 0 in m.shape:
+        raise DatasetError(f"A mask must be a non-empty H x W array, got shape {m.shape}.")
+    binary = (m > 0).astype(np.uint8)
+    if size is None:
+        return binary
+    if min(_wh(size)) < 1:
+        raise DatasetError(f"A mask can only be resized to a positive size, got {size}.")
+    resized = np.asarray(Image.fromarray(binary * 255).resize(_wh(size), Image.BILINEAR), dtype=np.float32) / 255.0
+    return (resized > 0.5).astype(np.uint8)
+
+
 def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize a mask exactly as the official loader: ``(mask > 0)`` x255 -> PIL 'L' -> bilinear -> /255 -> > 0.5.
+    """Resize a mask exactly as the official loader (:func:`binarize_mask` with a size).
 
     Args:
         mask: H x W array (any dtype; non-zero means anomalous).
@@ -105,14 +145,87 @@ def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
         >>> r = resize_mask(m, (4, 2)); r.shape, r.dtype.name, r.tolist()
         ((2, 4), 'uint8', [[1, 1, 0, 0], [1, 1, 0, 0]])
     """
-    m = np.asarray(mask)
-    if m.ndim != 2 or 0 in m.shape:
-        raise DatasetError(f"resize_mask expects a non-empty H x W mask, got shape {m.shape}.")
-    if min(_wh(size)) < 1:
-        raise DatasetError(f"resize_mask needs a positive target size, got {size}.")
-    im = Image.fromarray((m > 0).astype(np.uint8) * 255)
-    resized = np.asarray(im.resize(_wh(size), Image.BILINEAR), dtype=np.float32) / 255.0
-    return (resized > 0.5).astype(np.uint8)
+    return binarize_mask(mask, size)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One ground-truth mask as :func:`read_ground_truth` read it.
+
+    Attributes:
+        mask: ``(h, w)`` uint8 0/1 at the requested size (:func:`binarize_mask`).
+        native_hw: ``(height, width)`` of the file.
+        grey: the file holds values other than {0, 255} / {0, 1} (binarised with ``> 0``, as the official loader).
+        vanished: anomalous pixels at the native size, none left after resizing (a defect smaller than the
+            resampling).
+    """
+
+    mask: np.ndarray
+    native_hw: tuple[int, int]
+    grey: bool
+    vanished: bool
+
+
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+_SWAPS_AXES = (5, 6, 7, 8)  # orientations that rotate by 90 degrees (width and height swap)
+
+
+def image_orientation(image_path: str | Path) -> tuple[int, tuple[int, int]]:
+    """The EXIF orientation (1 = none) of an image file and its stored ``(width, height)``."""
+    with reading(image_path, DatasetError, what="image"), Image.open(image_path) as im:
+        orientation = im.getexif().get(_ORIENTATION, 1)
+        return (orientation if orientation in range(1, 9) else 1), im.size
+
+
+def _orient_like_image(mask_im: Image.Image, mask_path: str | Path, image_path: str | Path) -> Image.Image:
+    """Apply the image's EXIF orientation to its mask, which is stored like the image's pixels."""
+    orientation, (w, h) = image_orientation(image_path)
+    if orientation == 1:
+        return mask_im
+    rotated = (h, w) if orientation in _SWAPS_AXES else (w, h)
+    if mask_im.size != (w, h) and mask_im.size == rotated:
+        raise DatasetError(
+            f"Mask {mask_path} is {mask_im.size[0]}x{mask_im.size[1]}, the size of its image {image_path} only after "
+            f"the image's EXIF rotation (stored {w}x{h}, orientation {orientation}). With exif_transpose=true masks "
+            "are turned like their images, so a mask must be stored like the image's pixels; zsad does not guess which "
+            f"way this one is turned. Re-export the mask at {w}x{h}, or set exif_transpose=false."
+        )
+    mask_im.getexif()[_ORIENTATION] = orientation
+    return ImageOps.exif_transpose(mask_im)
+
+
+def read_ground_truth(
+    path: str | Path,
+    size: int | tuple[int, int] | None = None,
+    *,
+    image_path: str | Path | None = None,
+    exif_transpose: bool = False,
+) -> GroundTruth:
+    """Read a mask file and binarise it with the official rule (:func:`binarize_mask`), noting what was done.
+
+    With ``exif_transpose=True`` the mask is turned by its image's (``image_path``) EXIF orientation, as the
+    image is, before it is binarised and resized: images, masks and overlays share one orientation.
+
+    Raises:
+        DatasetError: an unreadable mask; under ``exif_transpose`` a mask whose size fits its image only after
+            the rotation (ambiguous: it is an error, not a guess).
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.png")
+        >>> Image.fromarray(np.array([[0, 128], [0, 0]], np.uint8)).save(p)
+        >>> gt = read_ground_truth(p, 4)
+        >>> gt.mask.shape, gt.native_hw, gt.grey, gt.vanished
+        ((4, 4), (2, 2), True, False)
+    """
+    with reading(path, DatasetError, what="mask", fix=_REEXPORT), Image.open(path) as im:
+        mask_im = im.convert("L")
+    if exif_transpose and image_path is not None:
+        mask_im = _orient_like_image(mask_im, path, image_path)
+    values = np.array(mask_im)
+    mask = binarize_mask(values, size)
+    vanished = size is not None and bool(values.any()) and not mask.any()
+    return GroundTruth(mask, (int(values.shape[0]), int(values.shape[1])), not is_binary_mask(values), vanished)
 
 
 def load_mask(

@@ -206,13 +206,16 @@ class AnomalyDataset:
             out[c] = (sum(s.anomaly == 0 for s in items), sum(s.anomaly == 1 for s in items))
         return out
 
-    def load_mask(self, sample: Sample, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    def load_mask(self, sample: Sample, size: int | tuple[int, int] | None = None, *,
+                  exif_transpose: bool = False) -> np.ndarray:
         """The sample's ground truth as an H x W uint8 0/1 array, as the official Tipsomaly loader builds it.
 
         Normal samples and samples without a mask give zeros. ``size`` (int or ``(w, h)``) resizes with the
         official bilinear-then-0.5 rule (:func:`zsad.data.masks.resize_mask`); ``None`` keeps the image size.
         A mask holding values other than {0, 255} or {0, 1} (grey, anti-aliased, JPEG) is binarised with
-        ``> 0`` as the official loader does, and a ``UserWarning`` is issued once per dataset.
+        ``> 0`` as the official loader does, and a ``UserWarning`` is issued once per dataset. With
+        ``exif_transpose=True`` the mask is turned by its image's EXIF orientation, as the image is when the
+        detector loads it (see :func:`zsad.data.masks.read_ground_truth`).
 
         Example:
             >>> from pathlib import Path
@@ -220,18 +223,13 @@ class AnomalyDataset:
             >>> AnomalyDataset(Path("/d"), "x", {"test": {"a": [s]}}).load_mask(s, 4).shape
             (4, 4)
         """
-        from zsad.data.masks import (
-            is_binary_mask,
-            load_mask,
-            read_mask_values,
-            resize_mask,
-        )
+        from zsad.data.masks import load_mask, read_ground_truth
 
         if sample.mask_path is None or sample.anomaly == 0:
-            hw = None if size is not None else _image_hw(sample.img_path)
+            hw = None if size is not None else _image_hw(sample.img_path, exif_transpose)
             return load_mask(None, size, image_size_hw=hw)
-        values = read_mask_values(sample.mask_path)
-        if not self._grey_mask_warned and not is_binary_mask(values):
+        gt = read_ground_truth(sample.mask_path, size, image_path=sample.img_path, exif_transpose=exif_transpose)
+        if not self._grey_mask_warned and gt.grey:
             self._grey_mask_warned = True
             warnings.warn(
                 f"Dataset '{self.name}': mask {sample.mask_path} holds values other than 0/255 or 0/1 "
@@ -240,8 +238,7 @@ class AnomalyDataset:
                 UserWarning,
                 stacklevel=2,
             )
-        mask = (values > 0).astype(np.uint8)
-        return mask if size is None else resize_mask(mask, size)
+        return gt.mask
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._split(None).values())
@@ -266,14 +263,11 @@ class AnomalyDataset:
         return "\n".join(lines)
 
 
-def _image_hw(path: Path) -> tuple[int, int]:
-    from PIL import Image
+def _image_hw(path: Path, exif_transpose: bool = False) -> tuple[int, int]:
+    from zsad.data.masks import image_orientation
 
-    from zsad._boundary import reading
-
-    with reading(path, DatasetError, what="image"), Image.open(path) as im:
-        w, h = im.size
-    return h, w
+    orientation, (w, h) = image_orientation(path)
+    return (w, h) if exif_transpose and orientation in (5, 6, 7, 8) else (h, w)
 
 
 def group_samples(samples: Sequence[Sample]) -> dict[str, list[Sample]]:

@@ -24,8 +24,9 @@ Example (export a tiny random model, then run it with ONNX Runtime):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -63,9 +64,10 @@ class ExportedDetector:
         runtime: ``"onnxruntime"`` or ``"openvino"``.
     """
 
-    def __init__(self, runner: Runner, metadata: ExportMetadata, path: Path) -> None:
+    def __init__(self, runner: Runner, metadata: ExportMetadata, path: Path, device: str = "cpu") -> None:
         self.runner, self.metadata, self.path = runner, metadata, path
         self.runtime = runner.name
+        self.device = device
         self._index = {_key(name): i for i, name in enumerate(metadata.class_names)}
 
     @classmethod
@@ -94,7 +96,7 @@ class ExportedDetector:
         runner = open_runner(path, runtime, device=device, threads=threads, options=options)
         metadata = ExportMetadata.from_json(runner.metadata_json, source=str(path))
         runner.start()
-        return cls(runner, metadata, path)
+        return cls(runner, metadata, path, device)
 
     # -- what the graph is -------------------------------------------------------------------------------------
     @property
@@ -110,6 +112,16 @@ class ExportedDetector:
     @property
     def image_size(self) -> int:
         return self.metadata.preprocessing.image_size
+
+    @property
+    def dtype(self) -> str:
+        """The precision the graph computes in (``"float32"`` or ``"float16"``)."""
+        return self.metadata.dtype
+
+    @property
+    def weights_source(self) -> str:
+        """Where the weights came from: the model file (recorded in run manifests)."""
+        return str(self.path)
 
     def class_index(self, class_names: Sequence[str]) -> np.ndarray:
         """``class_index`` values (int64) of class names (``"metal_nut"`` and ``"metal nut"`` are the same class)."""
@@ -212,34 +224,65 @@ class ExportedDetector:
             batch_size: images per run (default: the recipe's).
             progress: show a progress bar (default: when there is more than one batch).
         """
+        items, single = as_items(inputs)
+        names = class_names_for(self._default_class(class_name), items)
+        show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
+        results = list(self.predict_iter(items, names, map_size=map_size, batch_size=batch_size, progress=show,
+                                         total=len(names)))
+        return results[0] if single and len(results) == 1 else results
+
+    def predict_iter(
+        self,
+        inputs: Iterable[ImageInput],
+        class_name: str | Iterable[str] | None = None,
+        *,
+        map_size: Literal["original", "input"] = "original",
+        batch_size: int | None = None,
+        progress: bool = False,
+        total: int | None = None,
+    ) -> Iterator[AnomalyResult]:
+        """Yield one :class:`AnomalyResult` per image, in input order, holding only the batch in flight.
+
+        The streaming form of :meth:`predict`, as :meth:`zsad.Detector.predict_iter`: ``inputs`` may be a
+        generator, ``class_name`` one name or an iterable with one name per image.
+        """
         if map_size not in ("original", "input"):
             raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
-        if class_name is None:
-            if len(self.class_names) != 1:
-                raise ConfigError(
-                    f"{self.path.name} scores {len(self.class_names)} classes ({', '.join(self.class_names)}); pass "
-                    "class_name= (one for all inputs or one per input)."
-                )
-            class_name = self.class_names[0]
-        items, single = as_items(inputs)
-        names = class_names_for(class_name, items)
-        indices = self.class_index(names)
+        from zsad.prompts.templates import check_class_name
+
+        class_name = self._default_class(class_name)
+        if isinstance(class_name, (str, bytes)) or not isinstance(class_name, Iterable):
+            names: Iterator[str] = repeat(check_class_name(class_name))
+        else:
+            names = map(check_class_name, iter(class_name))
         from tqdm.auto import tqdm
 
-        results: list[AnomalyResult] = []
-        show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
-        with tqdm(total=len(items), disable=not show, unit="img", desc="zsad predict") as bar:
-            for chunk, batch in self.iter_batches(items, batch_size):
-                done, n = len(results), len(batch.original_sizes)
-                out = self.run(batch.pixels, indices[done : done + n])
+        with tqdm(total=total, disable=not progress, unit="img", desc="zsad predict") as bar:
+            for chunk, batch in self.iter_batches(inputs, batch_size):
+                n = len(batch.original_sizes)
+                chunk_names = list(islice(names, n))
+                if len(chunk_names) != n:
+                    raise ConfigError("class_name has fewer entries than there are images; give one name or one "
+                                      "per image.")
+                out = self.run(batch.pixels, self.class_index(chunk_names))
                 maps = [
                     resize_map(m, hw) if map_size == "original" and m.shape != hw else m.copy()
                     for m, hw in zip(out["anomaly_map"], batch.original_sizes)
                 ]
                 scores = {name: out["scores"][:, k] for k, name in enumerate(self.metadata.score_names)}
-                results.extend(batch_results(scores, maps, batch, names[done : done + n], self.metadata.image_score))
+                yield from batch_results(scores, maps, batch, chunk_names, self.metadata.image_score)
                 bar.update(len(chunk))
-        return results[0] if single and len(results) == 1 else results
+
+    def _default_class(self, class_name: Any) -> Any:
+        """``class_name``, or the only exported class when it is left out."""
+        if class_name is not None:
+            return class_name
+        if len(self.class_names) != 1:
+            raise ConfigError(
+                f"{self.path.name} scores {len(self.class_names)} classes ({', '.join(self.class_names)}); pass "
+                "class_name= (one for all inputs or one per input)."
+            )
+        return self.class_names[0]
 
     def __repr__(self) -> str:
         m = self.metadata

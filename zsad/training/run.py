@@ -23,8 +23,6 @@ Image features are computed once per image under no-grad and reused every epoch 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -32,16 +30,20 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from zsad._files import write_text
 from zsad.errors import CheckpointError, ConfigError, DatasetError
-from zsad.training.cache import DiskFeatureCache, MemoryFeatureStore, feature_cache_key, file_stamp
+from zsad.runs import describe_diff, jsonable, now, sha256_json, write_json
+from zsad.training.cache import (
+    DiskFeatureCache,
+    MemoryFeatureStore,
+    feature_cache_key,
+    file_stamp,
+)
 from zsad.training.losses import LOSS_NAMES, SegmentationLoss
 from zsad.training.state import (
     optimizer_from_state,
@@ -132,10 +134,6 @@ def find_latest_checkpoint(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"Resume checkpoint {p} does not exist.")
 
 
-def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 def _data_summary(dataset, samples: Sequence, data_arg: Any, classes: list[str]) -> dict[str, Any]:
     root = Path(dataset.root)
 
@@ -165,7 +163,7 @@ def _data_summary(dataset, samples: Sequence, data_arg: Any, classes: list[str])
         "classes": classes,
         "images": len(samples),
         "counts": counts,
-        "fingerprint": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
+        "fingerprint": sha256_json(listing),
     }
 
 
@@ -228,18 +226,15 @@ def _resume_relevant(detector_cfg: dict) -> dict:
 
 
 def _compare_runs(saved: dict, current: dict, path: Path) -> None:
-    diffs = []
-    for section in ("data", "training", "detector"):
-        a, b = saved.get(section, {}), current.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                diffs.append(f"{section}.{key}: checkpoint {a.get(key)!r}, now {b.get(key)!r}")
-    if diffs:
-        shown = "; ".join(diffs[:6]) + (f"; ... {len(diffs) - 6} more" if len(diffs) > 6 else "")
+    sections = ("data", "training", "detector")
+    before = {k: saved.get(k, {}) for k in sections}
+    now_ = {k: current.get(k, {}) for k in sections}
+    if before != now_:
         raise ConfigError(
-            f"Cannot resume from {path}: it belongs to a different run ({shown}). Resume with the same data, recipe, "
-            "overrides and hyper-parameters (only epochs, device, feature cache and progress may change), or start "
-            "a new run in another folder."
+            f"Cannot resume from {path}: it belongs to a different run "
+            f"({describe_diff(before, now_, limit=6, values=('checkpoint', 'now'))}). Resume with the same data, "
+            "recipe, overrides and hyper-parameters (only epochs, device, feature cache and progress may change), or "
+            "start a new run in another folder."
         )
 
 
@@ -249,10 +244,6 @@ def _pack(mask: np.ndarray) -> np.ndarray:
 
 def _unpack(packed: np.ndarray, size: int) -> np.ndarray:
     return np.unpackbits(packed, count=size * size).reshape(size, size)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def train_prompts(
@@ -388,7 +379,7 @@ def train_prompts(
         "loss": loss.to_dict(),
     }
     detector_cfg = detector.config.model_dump(mode="json")
-    run_fingerprint = _json_safe({
+    run_fingerprint = jsonable({
         "data": {"fingerprint": data_info["fingerprint"], "split": dataset.split},
         "training": train_cfg,
         "detector": _resume_relevant(detector_cfg),
@@ -416,7 +407,7 @@ def train_prompts(
         "zsad_version": zsad.__version__,
         "torch_version": torch.__version__,
         "recipe": str(recipe),
-        "overrides": _json_safe(overrides or {}),
+        "overrides": jsonable(overrides or {}),
         "detector_config": detector_cfg,
         "training": {"epochs": epochs, **train_cfg},
         "seed": seed,
@@ -425,7 +416,7 @@ def train_prompts(
         "data": data_info,
         "feature_cache": None if feature_cache is None else str(feature_cache),
         "resumed_from": None if resume_path is None else str(resume_path),
-        "started_at": _now(),
+        "started_at": now(),
         "prompt_checkpoint": PROMPTS_FILE,
         "config": CONFIG_FILE,
     }
@@ -457,10 +448,10 @@ def train_prompts(
             epochs_completed=epoch,
             completed=epoch >= epochs,
             checkpoints=[str(p.relative_to(out)) if p.is_relative_to(out) else str(p) for p in checkpoints],
-            updated_at=_now(),
+            updated_at=now(),
             seconds=round(time.perf_counter() - started, 3),
         )
-        write_text(out / RECORD_FILE, json.dumps(_json_safe(record), indent=2) + "\n", durable=True)
+        write_json(out / RECORD_FILE, record, durable=True)
 
     # -- features (once per image, no-grad) and masks ----------------------------------------------------------------
     n = len(samples)
@@ -470,7 +461,8 @@ def train_prompts(
         store = _feature_store(detector, dataset, feature_cache)
         stamps = [file_stamp(s.img_path) for s in samples]
         items = [st["path"] for st in stamps]
-        masks = [_pack(dataset.load_mask(s, size)) for s in samples]
+        exif = detector.config.preprocess.exif_transpose
+        masks = [_pack(dataset.load_mask(s, size, exif_transpose=exif)) for s in samples]
         grid = _compute_features(detector, store, samples, items, stamps, batch_size, progress, tqdm)
 
         for epoch in range(start_epoch + 1, epochs + 1):
@@ -565,4 +557,4 @@ def _save_checkpoint(folder: Path, epoch: int, trainer: PromptTrainer, history, 
         "n_tokens": int(t_n.shape[0]),
     }
     tensors = {"T_n": t_n, "T_a": t_a, **opt_tensors, **rng_tensors}
-    return write_train_state(folder / f"epoch_{epoch:03d}.safetensors", tensors, _json_safe(meta))
+    return write_train_state(folder / f"epoch_{epoch:03d}.safetensors", tensors, jsonable(meta))
