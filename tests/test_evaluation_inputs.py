@@ -72,7 +72,7 @@ def test_masks_turn_with_their_exif_rotated_images(det, tmp_path, protocol):
     turned = evaluate(det, exif_dataset(tmp_path / "disk", rotated_on_disk=True), tmp_path / "o2", protocol=protocol,
                       save_overlays=True)
     assert exif.classes["c"] == turned.classes["c"]  # the same pixels, masks and maps: the same numbers
-    for name in ("x__a0.png", "x__n0.png"):
+    for name in ("a0.png", "n0.png"):  # the images' own stems (distinct here); names.json maps them
         a = np.asarray(Image.open(tmp_path / "o1" / "overlays" / "c" / name))
         b = np.asarray(Image.open(tmp_path / "o2" / "overlays" / "c" / name))
         np.testing.assert_array_equal(a, b)  # overlays drawn on the turned image, with the turned contours

@@ -182,8 +182,9 @@ def test_bad_arguments(det, images, tmp_path):
 
 
 def test_non_finite_results_are_recorded_not_written(det, images, tmp_path, monkeypatch):
-    head = det.pixel_head  # the first map of every batch becomes NaN
-    monkeypatch.setattr(det, "pixel_head", lambda *a, **k: head(*a, **k).index_fill_(0, torch.tensor([0]), math.nan))
+    forward = det.pixel_head.forward  # the first map of every batch becomes NaN
+    monkeypatch.setattr(det.pixel_head, "forward",
+                        lambda *a, **k: forward(*a, **k).index_fill_(0, torch.tensor([0]), math.nan))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = run(images, tmp_path / "out", det, batch_size=7, save_maps=True, overlays=False)

@@ -88,8 +88,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         fixed = [flag for flag, given in (("--recipe", args.recipe), ("--set", args.overrides), ("--dtype", args.dtype),
                                           ("--engine ray", args.engine != "local")) if given]
         if fixed:
-            raise ZsadError(f"{', '.join(fixed)} cannot be used with --model (the recipe, its overrides and the dtype "
-                            "were fixed by `zsad export`; exported models run in this process); export it again with "
+            raise ZsadError(f"{', '.join(fixed)} cannot change an exported model (the recipe, its overrides and the "
+                            "dtype were fixed by `zsad export`, and it runs in this process); export it again with "
                             "them, or drop --model.")
         from zsad.export.runtime import ExportedDetector
 
@@ -113,9 +113,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         extras = [f"{run.out / 'overlays'}/" if args.overlays else "", f"{run.out / 'maps'}/" if args.save_maps else ""]
         print(f"wrote {run.files['scores_csv']}, {run.files['scores_json']}, {run.files['names']}"
               + "".join(f", {e}" for e in extras if e))
-    if run.failed:
-        print(f"zsad: {run.failed} of {run.images} image(s) could not be scored; see {run.files['errors_csv']}",
-              file=sys.stderr)
+    if run.failed:  # the others are scored and written; the exit code tells scripts that some were not
+        with open(run.files["errors_csv"], newline="", encoding="utf-8") as f:
+            first = next(csv.DictReader(f))
+        print(f"zsad: error: {run.failed} of {run.images} image(s) could not be scored (first: {first['path']}: "
+              f"{first['error']}); all of them are listed in {run.files['errors_csv']}", file=sys.stderr)
+        return 2
     return 0
 
 

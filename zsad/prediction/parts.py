@@ -58,6 +58,7 @@ def _result_json(row: dict[str, str], heads: Sequence[str]) -> dict[str, Any]:
         "pred_label": None,
         "original_size": [int(row["height"]), int(row["width"])],
         "map_max": float(row["map_max"]) if row["map_max"] else None,
+        "output_name": row["output_name"],
     }
 
 
