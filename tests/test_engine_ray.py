@@ -209,3 +209,37 @@ def test_missing_ray_extra_names_the_pip_install(tmp_path, capsys, monkeypatch):
     assert rc == 2 and len(err.splitlines()) == 1 and "pip install 'zsad[ray]'" in err
     rc = main(["evaluate", "--data", str(DATASET), "--out", str(tmp_path / "e"), "--workers", "2"])
     assert rc == 2 and "--engine ray" in capsys.readouterr().err
+
+
+def test_few_shot_on_ray_equals_in_process_and_workers_let_go_of_the_references(engine, tmp_path):
+    from fewshot_data import write_fewshot_dataset
+
+    data = write_fewshot_dataset(tmp_path / "parts", test=3)  # 6 test images a class: 2 shards (batch size 1)
+    runs = {}
+    for name, kw in (("local", {}), ("ray", {"engine": engine})):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs[name] = ev.evaluate("tipsomaly", data, tmp_path / name, overrides=SMALL, device="cpu", progress=False,
+                                     batch_size=1, shots=2, seeds=[0, 1], **kw)
+    local, ray_ = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("local", "ray"))
+    assert local["references"] == ray_["references"] and local["seeds"] == ray_["seeds"] == [0, 1]
+    for doc_l, doc_r in [(local, ray_)] + [(local["per_seed"][s], ray_["per_seed"][s]) for s in ("0", "1")]:
+        for cls in ("cap", "nut"):
+            for k, v in doc_l["classes"][cls].items():
+                assert (v is None) == (doc_r["classes"][cls][k] is None)
+                assert v is None or abs(v - doc_r["classes"][cls][k]) <= 1e-6, (cls, k)
+        assert doc_r["mean"] == pytest.approx(doc_l["mean"], abs=1e-6)
+    for s in ("seed_0", "seed_1"):
+        assert_same_scores(tmp_path / "local" / s / "scores.csv", tmp_path / "ray" / s / "scores.csv")
+    man = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert man["engine"]["name"] == "ray" and man["few_shot"]["references"] == local["references"]
+    assert man["fingerprint"] == json.loads((tmp_path / "local" / "manifest.json").read_text())["fingerprint"]
+    # the references differ per seed, and so do the scores: they were used
+    assert rows(tmp_path / "ray" / "seed_0" / "scores.csv") != rows(tmp_path / "ray" / "seed_1" / "scores.csv")
+
+    # the workers hold no references after the run: predicting the last class evaluated is zero-shot there too
+    images = sorted((data / "nut" / "test" / "crack").glob("*.png"))
+    for name, kw in (("p-local", {}), ("p-ray", {"engine": engine})):
+        predict_files(images, tmp_path / name, class_name="nut", overrides=SMALL, device="cpu", progress=False,
+                      batch_size=1, overlays=False, **kw)
+    assert_same_scores(tmp_path / "p-local" / "scores.csv", tmp_path / "p-ray" / "scores.csv")

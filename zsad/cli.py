@@ -55,6 +55,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _sub(subparsers, name: str, help: str, examples: str, description: str | None = None) -> argparse.ArgumentParser:
     return subparsers.add_parser(
         name, help=help, description=description or help, epilog="examples:\n" + examples, formatter_class=_Formatter
@@ -178,13 +188,16 @@ def _engine_args(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from zsad.evaluation import evaluate
 
+    if args.seed is not None and args.shots is None:
+        args.usage_error("--seed needs --shots K: the seeds draw the K normal reference images per class of the "
+                         "few-shot protocol (e.g. --shots 4 --seed 0 1 2); without --shots the evaluation is zero-shot")
     _writable_folder(args.out, "--out")
     evaluate(
         args.recipe, args.data if len(args.data) > 1 else args.data[0], args.out,
         overrides=parse_set(args.overrides), aupro=args.aupro, protocol=args.protocol, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, classes=args.classes, save_maps=args.save_maps,
         save_overlays=args.save_overlays, resume=not args.no_resume, progress=not args.quiet, undefined=args.undefined,
-        **_engine_args(args),
+        shots=args.shots, seeds=args.seed, **_engine_args(args),
     )
     return 0
 
@@ -440,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(sub, "evaluate", "evaluate a recipe on benchmark datasets (metrics, scores, manifest)",
              "  zsad evaluate --recipe tipsomaly --data data/mvtec --out runs/mvtec --set prompt_checkpoint=tipsomaly-visa\n"
-             "  zsad evaluate --data data/visa --data data/mpdd --out runs/all --aupro legacy --device cuda\n")
+             "  zsad evaluate --data data/visa --data data/mpdd --out runs/all --aupro legacy --device cuda\n"
+             "  zsad evaluate --data data/visa --out runs/visa-4shot --shots 4 --seed 0 1 2   (few-shot protocol)\n")
     _add_recipe_args(p)
     p.add_argument("--data", action="append", required=True, help="dataset folder or meta.json (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
@@ -455,9 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-maps", action="store_true", help="write anomaly maps")
     p.add_argument("--save-overlays", action="store_true", help="write overlay images (class-wide colour scale)")
     p.add_argument("--no-resume", action="store_true", help="recompute classes finished by an earlier run")
+    p.add_argument("--shots", type=_positive_int, default=None, metavar="K",
+                   help="few-shot protocol: K normal images per class from the dataset's train split are the class's "
+                        "references (default: zero-shot)")
+    p.add_argument("--seed", type=_seed, nargs="+", default=None, metavar="S",
+                   help="with --shots: the seeds of the draws, one evaluation each, reported per seed and as their "
+                        "mean (default: 0)")
     _add_engine_args(p)
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, usage_error=p.error)
 
     p = _sub(sub, "train", "learn the localisation prompt tokens on an auxiliary dataset",
              "  zsad train --data data/mvtec --out runs/prompts-mvtec\n"

@@ -62,8 +62,9 @@ def draw_references(
         raise DatasetError(
             f"Dataset '{dataset.name}' ({dataset.source or dataset.root}) has no '{split}' split with images, so "
             f"few-shot references cannot be drawn from it (it has: {sorted(k for k, v in dataset.splits.items() if v)}). "
-            "Use a dataset description with training images (e.g. meta.json written by `zsad prepare` for MVTec-AD "
-            "or VisA, or MVTec-style folders with <class>/train/good/), or evaluate zero-shot."
+            "Use a dataset description with training images (e.g. meta.json written by `zsad data prepare` for "
+            "MVTec-AD or VisA, or MVTec-style folders with <class>/train/good/), or evaluate zero-shot (without "
+            "shots= / --shots)."
         )
     wanted = list(classes) if classes is not None else dataset.classes
     out: dict[str, list[Sample]] = {}

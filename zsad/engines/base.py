@@ -34,7 +34,12 @@ class Runner(ABC):
     @abstractmethod
     def score_class(self, samples: Sequence[Sample], cls: str, plan: ClassPlan, *, batch_size: int | None,
                     label: str, progress: bool) -> Iterator[ScoredBatch]:
-        """Score every sample of one class; yield the scored batches in class order."""
+        """Score every sample of one class; yield the scored batches in class order.
+
+        The detector that scores must hold exactly ``plan.references`` as the class's normal references
+        (few-shot; none for zero-shot): the runner puts them in place with a
+        :class:`~zsad.evaluation.batch.ReferenceSlot` and removes them when the class is done.
+        """
 
     @abstractmethod
     def predict_shards(self, shards: Iterable[Shard], options: PredictOptions, *,

@@ -32,12 +32,18 @@ class LocalRunner(Runner):
                     label: str, progress: bool) -> Iterator[ScoredBatch]:
         from tqdm.auto import tqdm
 
-        from zsad.evaluation.batch import iter_scored
+        from zsad.evaluation.batch import ReferenceSlot, iter_scored
 
-        with tqdm(total=len(samples), desc=f"{label}/{cls}", unit="img", disable=not progress, leave=False) as bar:
-            for sb in iter_scored(self.detector, samples, cls, plan, batch_size):
-                bar.update(len(sb))
-                yield sb
+        slot = ReferenceSlot(self.detector)  # type: ignore[arg-type]
+        try:
+            slot.use(cls, plan.references, batch_size)
+            with tqdm(total=len(samples), desc=f"{label}/{cls}", unit="img", disable=not progress,
+                      leave=False) as bar:
+                for sb in iter_scored(self.detector, samples, cls, plan, batch_size):
+                    bar.update(len(sb))
+                    yield sb
+        finally:
+            slot.release()  # the detector is left without the evaluation's references
 
     def predict_shards(self, shards: Iterable[Shard], options: PredictOptions, *,
                        progress: Callable[[int], object] | None = None) -> Iterator[ShardResult]:

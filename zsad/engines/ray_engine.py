@@ -13,6 +13,10 @@ files exactly as it does for the in-process engine.
   workers (``num_cpus`` each, and as many PyTorch threads).
 * **Faults**: a worker process that dies is restarted by Ray (``max_restarts``) and its unfinished work is run
   again (``max_task_retries``); outputs are written atomically, so the results are complete and identical.
+* **Few-shot**: the reference image paths of a class travel in its :class:`~zsad.evaluation.batch.ClassPlan`;
+  a worker adds them to its detector when it gets the class's first shard and keeps them for the class's next
+  shards (:class:`~zsad.evaluation.batch.ReferenceSlot`), so each worker encodes the K images once per class and
+  seed, exactly as the in-process engine does, and the numbers are the same.
 * **Files**: the driver writes every result file; workers write only per-image maps and overlays of ``zsad
   predict``, directly into ``--out``, which on a multi-machine cluster must therefore be storage every node
   can write (NFS, a mounted bucket). Every node needs zsad installed and the checkpoints and images at the same
@@ -60,6 +64,20 @@ class _Worker:
             torch.set_num_threads(threads)
         self.threads = threads
         self.cache = DetectorCache(device, dtype)
+        self.slot: Any = None  # the ReferenceSlot of the detector that last scored a class
+
+    def _references(self, det: Detector | None, cls: str = "", paths: tuple[str, ...] = (),
+                    batch_size: int | None = None) -> None:
+        """Give ``det`` exactly ``paths`` as the normal references of ``cls`` (kept for the class's next shards);
+        ``det=None``: remove whatever references the worker put in place (before other work)."""
+        from zsad.evaluation.batch import ReferenceSlot
+
+        if self.slot is not None and self.slot.detector is not det:
+            self.slot.release()
+            self.slot = None
+        if det is not None:
+            self.slot = self.slot or ReferenceSlot(det)
+            self.slot.use(cls, paths, batch_size)
 
     def _detector(self, config: dict) -> Detector:
         from zsad.config import DetectorConfig
@@ -83,16 +101,19 @@ class _Worker:
         from zsad.evaluation.batch import iter_scored
 
         det = self._detector(config)
+        self._references(det, cls, plan.references, batch_size)  # encoded once per class and worker
         return list(iter_scored(det, samples, cls, plan, batch_size, start=start, record_warnings=True))
 
     def predict(self, config: dict, shard: Shard, options: PredictOptions) -> ShardResult:
         from zsad.prediction.shards import predict_shard
 
+        self._references(None)
         return predict_shard(self._detector(config), shard, options, record_warnings=True)
 
     def overlay_scale(self, config: dict, paths: list[str], class_name: str, batch_size: int | None) -> Any:
         from zsad.prediction.shards import overlay_scale
 
+        self._references(None)
         return overlay_scale(self._detector(config), paths, class_name, batch_size)
 
 

@@ -61,6 +61,14 @@ Outputs (in ``out``)
                      ground-truth contours; ``figures/<c>.png``: a few normal/anomalous examples and a colour bar
 ==================  ==============================================================================================
 
+Few-shot (``shots=K, seeds=[...]``, :mod:`zsad.evaluation.fewshot`): every class is scored with K normal train
+images per seed as its references. ``classes/``, ``maps/``, ``overlays/``, ``figures/`` and ``scores.csv`` are
+then written per seed into ``seed_<s>/``; ``metrics.json`` holds the mean over the seeds (``classes``, ``mean``,
+``counts``), ``std`` (of the seeds' means), ``per_seed`` (each seed's classes and mean) and ``references``
+(``{seed: {class: [paths]}}``, also in the manifest); ``metrics.md`` shows the mean, each seed's mean and their
+standard deviation, then one table per seed; ``metrics.csv`` gets a first column ``seed`` (``mean``, ``std``, or
+the seed).
+
 Several datasets (``data=[a, b]``) give one sub-folder per dataset plus ``summary.{json,md,csv}``. Every file is
 written atomically (temporary file + ``os.replace``), so an interrupted run never leaves a half-written file, and
 ``out`` is locked while a run writes into it (``.zsad-run.lock``): a second run into the same folder stops with an
@@ -68,8 +76,9 @@ error naming the first (:class:`zsad.runs.OutputLock`).
 
 Resuming: with ``resume=True`` (default) a rerun into the same ``out`` loads finished classes from
 ``classes/<c>.json`` instead of recomputing them, if the manifest's fingerprint (configuration, protocol, AUPRO
-mode, ``undefined``, dtype, dataset and checkpoint hashes) matches; otherwise it stops with a
-:class:`~zsad.errors.ConfigError` (use a new ``out`` or ``resume=False``, which recomputes everything).
+mode, ``undefined``, dtype, dataset and checkpoint hashes; few-shot: shots, seeds and the references drawn)
+matches; otherwise it stops with a :class:`~zsad.errors.ConfigError` (use a new ``out`` or ``resume=False``, which
+recomputes everything). A few-shot run resumes per seed and class (``seed_<s>/classes/<c>.json``).
 
 Memory: per class the maps are kept as float32 at the evaluation resolution (150 images at 518x518 are ~160 MB)
 and the masks as uint8; datasets without masks keep no maps unless maps or overlays are saved.
@@ -84,7 +93,8 @@ This module is the workflow (:func:`evaluate`: datasets -> classes -> files). It
   :class:`~zsad.evaluation.scorer.ClassScorer` turns scored batches into a
   :class:`~zsad.evaluation.results.ClassEvaluation`;
 * :mod:`zsad.evaluation.settings`: the run's settings, fingerprint and resume rules (on top of the bookkeeping
-  shared with training, :mod:`zsad.runs`);
+  shared with training, :mod:`zsad.runs`); :mod:`zsad.evaluation.inputs`: the datasets opened and checked (and
+  their references drawn) before anything is scored; :mod:`zsad.evaluation.fewshot`: the few-shot protocol;
 * :mod:`zsad.evaluation.reports`: the writers of every file below; :mod:`zsad.evaluation.results`: the result
   types; :mod:`zsad.evaluation.tables`: metric names and x100 tables;
 * :mod:`zsad.engines`: where the model runs (in this process by default, or on Ray workers with
@@ -95,11 +105,12 @@ Typical use (downloads the Tipsomaly weights on first use; MVTec-AD is evaluated
     report = evaluate("tipsomaly", "data/mvtec", "runs/mvtec", overrides={"prompt_checkpoint": "tipsomaly-visa"})
     print(report.table())            # per-class and mean table, x100
     report.mean["pixel_aupro"]       # fraction in [0, 1]; also in runs/mvtec/metrics.json
+    # few-shot: 4 normal train images per class, three draws; the mean over the seeds and each seed
+    report = evaluate("tipsomaly", "data/visa", "runs/visa-4shot", shots=4, seeds=[0, 1, 2])
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -108,8 +119,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zsad._files import distinct_filename
-from zsad.errors import ConfigError, DatasetError
+from zsad.errors import ConfigError
 from zsad.evaluation.batch import ClassPlan
+from zsad.evaluation.fewshot import DRAW_RULE, combine_seeds, reference_paths
+from zsad.evaluation.inputs import OpenedDataset, open_for_evaluation
 from zsad.evaluation.reports import (
     save_class_overlays,
     save_maps,
@@ -123,7 +136,7 @@ from zsad.evaluation.results import (
     DatasetEvaluation,
     EvaluationReport,
 )
-from zsad.evaluation.scorer import FPR_LIMIT, ClassScorer
+from zsad.evaluation.scorer import FPR_LIMIT, ClassScorer, relpath
 from zsad.evaluation.scorer import ragged_pixel_metrics as _ragged_pixel_metrics  # noqa: F401 - historical name
 from zsad.evaluation.settings import (
     AUPRO_MODES,
@@ -133,11 +146,12 @@ from zsad.evaluation.settings import (
     EvaluationSettings,
     check_resume,
     coerce_override,
-    dataset_config,
     dataset_fingerprint,
     dtype_name,
+    few_shot_arguments,
     fingerprint,
     load_class,
+    seed_folder,
 )
 from zsad.evaluation.tables import (
     IMAGE_METRICS,
@@ -148,8 +162,7 @@ from zsad.evaluation.tables import (
 from zsad.runs import OutputLock, RunManifest, checkpoint_info, sha256_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from zsad.config import DetectorConfig
-    from zsad.data import AnomalyDataset
+    from zsad.data import AnomalyDataset, Sample
     from zsad.detector import Detector
     from zsad.engines import Engine, Runner
 
@@ -177,17 +190,19 @@ def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
 
 
 def _evaluate_class(
-    runner: Runner, ds: AnomalyDataset, cls: str, run: EvaluationSettings, out: Path, dataset_label: str
+    runner: Runner, ds: AnomalyDataset, cls: str, run: EvaluationSettings, out: Path, dataset_label: str,
+    references: Sequence[Sample] | None = None,
 ) -> ClassEvaluation:
     """Score one class on the engine's runner and compute its metrics (the unit of resumption).
 
     The runner produces scored batches (model side); the per-class scorer turns them into metrics here, the same
     for every engine. Warnings raised on the way become the class's notes (and are shown after the progress bar).
+    ``references`` (few-shot): the class's normal reference samples, held by the detector while it scores.
     """
     samples = ds.samples(cls)
     config = runner.config
     plan = ClassPlan.for_samples(samples, config, protocol=run.protocol, save_maps=run.save_maps,
-                                 save_overlays=run.save_overlays)
+                                 save_overlays=run.save_overlays, references=references or ())
     scorer = ClassScorer(cls, samples, plan, heads=list(config.heads.image_heads),
                          image_score=config.heads.image_score, aupro=run.aupro, undefined=run.undefined)
     with warnings.catch_warnings(record=True) as caught:
@@ -203,6 +218,8 @@ def _evaluate_class(
     for text in extra:
         warnings.warn(f"Class {cls!r}: {text}.", UserWarning, stacklevel=3)
     ce.notes += extra
+    if references is not None:
+        ce.references = [relpath(s.img_path, ds.root) for s in references]
     if run.save_maps:
         save_maps(out, cls, scorer.maps, samples, ds.root)
         ce.saved["maps"] = True
@@ -212,46 +229,15 @@ def _evaluate_class(
     return ce
 
 
-def _check_labels(ds: AnomalyDataset, classes: Sequence[str], path: str | os.PathLike) -> None:
-    """Refuse a dataset with neither normal/anomalous labels nor masks: every metric would be n/a."""
-    samples = ds.samples(classes)
-    if samples and all(s.anomaly is None for s in samples) and not any(s.has_mask for s in samples):
-        raise DatasetError(
-            f"{path} has no labels: it was read as a plain folder of images (no meta.json, no AA-CLIP jsonl, no "
-            "MVTec-style <class>/test/<good|defect>/ folders), so no image is known to be normal or anomalous and "
-            "every metric would be n/a. To score unlabelled images use `zsad predict`; to evaluate, give a labelled "
-            "dataset (see `zsad data prepare`)."
-        )
-
-
-def _evaluate_dataset(
-    path: str | os.PathLike,
-    out: Path,
-    base: DetectorConfig,
-    overrides: Mapping[str, Any],
-    run: EvaluationSettings,
-    classes: Sequence[str] | None,
-    dataset_name: str | None,
-) -> DatasetEvaluation:
-    from zsad.data import canonical_dataset_name, dataset_task, open_dataset
-    from zsad.metrics import mean_over_classes
+def _evaluate_dataset(d: OpenedDataset, out: Path, run: EvaluationSettings) -> DatasetEvaluation:
+    from zsad.data import dataset_task
 
     t0 = time.perf_counter()
-    ds = open_dataset(path, run.split, name=dataset_name, check_mask_sizes=run.protocol == "original")
-    name = dataset_name or ds.name
-    canonical = canonical_dataset_name(name)
-    config, prompt_source = dataset_config(base, overrides, canonical)
-    if classes is None:
-        selected = ds.classes
-    else:
-        unknown = [c for c in classes if c not in ds.classes]
-        if unknown:
-            raise DatasetError(f"Dataset {name!r} has no class {unknown[0]!r}; its classes are {ds.classes}.")
-        selected = [c for c in ds.classes if c in set(classes)]
-    _check_labels(ds, selected, path)
+    ds, name, config = d.ds, d.name, d.config
     dataset_info = dataset_fingerprint(ds)
     checkpoints = checkpoint_info(config)
-    fp = fingerprint(config, run, dataset_info, checkpoints)
+    references = reference_paths(d.draws, ds.root) if d.draws is not None else None
+    fp = fingerprint(config, run, dataset_info, checkpoints, references)
     fp_sha = sha256_json(fp)
     out.mkdir(parents=True, exist_ok=True)
     previous = check_resume(out, fp, run)
@@ -267,6 +253,8 @@ def _evaluate_dataset(
         "resolution": resolution,
         "fixed_prompts": config.prompts.fixed,
     }
+    if run.few_shot:
+        settings.update(shots=run.shots, seeds=list(run.seeds))
     manifest = RunManifest(out / "manifest.json", {
         "format_version": FORMAT_VERSION,
         "config": config.model_dump(mode="json"),
@@ -281,48 +269,53 @@ def _evaluate_dataset(
         "evaluation_resolution": resolution,
         "mask_rule": MASK_RULE if run.protocol == "tipsomaly" else "convert('L') > 0 at the native size",
         "image_score": config.heads.image_score,
-        "fixed_prompts": {"list": config.prompts.fixed, "source": prompt_source},
+        "fixed_prompts": {"list": config.prompts.fixed, "source": d.prompt_source},
         "engine": run.engine.describe(),
         "device": None,
         "dtype": fp["dtype"],
-        "dataset": {**dataset_info, "canonical_name": canonical, "task": dataset_task(canonical),
-                    "classes": selected, "n_images": len(ds.samples(selected)), "notes": ds.notes},
+        "dataset": {**dataset_info, "canonical_name": d.canonical, "task": dataset_task(d.canonical),
+                    "classes": d.selected, "n_images": len(ds.samples(d.selected)), "notes": ds.notes},
+        **({"few_shot": {"shots": run.shots, "seeds": list(run.seeds), "split": "train", "draw": DRAW_RULE,
+                         "references": references}} if run.few_shot else {}),
         "fingerprint": fp,
         "fingerprint_sha256": fp_sha,
         "resumed_classes": [],
         "warnings": [],
     }, previous)
 
-    results: dict[str, ClassEvaluation] = {}
     runner = None
-    for cls in selected:
-        ce = load_class(out, cls, fp_sha, run)
-        if ce is None:
-            if runner is None:
-                runner = run.engine.runner(config)
-                manifest["device"] = runner.device
-                manifest["engine"] = run.engine.describe()
-                if checkpoints["backbone"]["files_sha256"] is None:
-                    manifest["checkpoints"] = checkpoint_info(config, runner.backbone_source)
-            ce = _evaluate_class(runner, ds, cls, run, out, name)
-            write_class(out, ce, fp_sha)
-        else:
-            manifest["resumed_classes"].append(cls)
-        results[cls] = ce
-
-    mean, counts = mean_over_classes({c: ce.metrics for c, ce in results.items()})
-    mean = {k: mean.get(k, math.nan) for k in METRIC_KEYS}
-    counts = {k: counts.get(k, 0) for k in METRIC_KEYS}
     heads = list(config.heads.image_heads)
-    image_scores_mean = {
-        h: mean_over_classes({c: ce.image_scores.get(h, {}) for c, ce in results.items()})[0] for h in heads
-    }
-    report = DatasetEvaluation(name, Path(ds.source or ds.root), out, results, mean, counts, image_scores_mean,
-                               settings, notes=list(ds.notes))
+    per_seed: dict[int | None, DatasetEvaluation] = {}
+    for seed in run.seeds if run.few_shot else [None]:
+        folder = out if seed is None else out / seed_folder(seed)
+        label = name if seed is None else f"{name} seed {seed}"
+        results: dict[str, ClassEvaluation] = {}
+        for cls in d.selected:
+            ce = load_class(folder, cls, fp_sha, run)
+            if ce is None:
+                if runner is None:
+                    runner = run.engine.runner(config)
+                    manifest["device"] = runner.device
+                    manifest["engine"] = run.engine.describe()
+                    if checkpoints["backbone"]["files_sha256"] is None:
+                        manifest["checkpoints"] = checkpoint_info(config, runner.backbone_source)
+                refs = None if d.draws is None or seed is None else d.draws[seed][cls]
+                ce = _evaluate_class(runner, ds, cls, run, folder, label, references=refs)
+                write_class(folder, ce, fp_sha)
+            else:
+                manifest["resumed_classes"].append(cls if seed is None else {"seed": seed, "class": cls})
+            results[cls] = ce
+        per_seed[seed] = DatasetEvaluation.from_classes(name, Path(ds.source or ds.root), folder, results, heads,
+                                                        settings, ds.notes)
+    if run.few_shot:
+        report = combine_seeds({s: ev for s, ev in per_seed.items() if s is not None}, heads, settings, out)
+    else:
+        report = per_seed[None]
     write_dataset_reports(out, report, heads)
     manifest.complete(
         elapsed_s=round(time.perf_counter() - t0, 3),
-        warnings=[f"{c}: {n}" for c, ce in results.items() for n in ce.notes],
+        warnings=[f"{'' if s is None else f'seed {s}, '}{c}: {n}"
+                  for s, ev in per_seed.items() for c, ce in ev.classes.items() for n in ce.notes],
     )
     return report
 
@@ -351,6 +344,8 @@ def evaluate(
     engine: str | Engine = "local",
     workers: int | None = None,
     ray_address: str | None = None,
+    shots: int | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> EvaluationReport:
     """Evaluate a recipe on one or more datasets and write the tables (see the module docstring for the files).
 
@@ -384,13 +379,19 @@ def evaluate(
         workers, ray_address: for ``engine="ray"``: number of workers (default: one per GPU, else one) and the
             cluster to join (``None``: a local Ray runtime started in this process; ``"auto"``: the running
             cluster).
+        shots: the few-shot protocol (:mod:`zsad.evaluation.fewshot`): K normal images per class drawn from the
+            dataset's train split with each seed are the class's references while it is scored; ``None``
+            (default): zero-shot.
+        seeds: the seeds of the few-shot draws (default ``[0]``); one evaluation per seed, reported per seed and
+            as the mean over the seeds. Only with ``shots``.
 
     Returns:
         An :class:`EvaluationReport` (``report.mean``, ``report.classes``, ``report.table()``).
 
     Raises:
         DatasetError: missing files named by the description, masks of another size (protocol ``original``),
-            unknown classes.
+            unknown classes; few-shot: a dataset without a train split, a class with fewer than ``shots`` normal
+            train images.
         MetricError: the model produced NaN/inf for some images (named).
         ConfigError: bad arguments or overrides, or ``out`` holds results of a different configuration.
 
@@ -417,10 +418,12 @@ def evaluate(
         raise ConfigError(f"Got {len(paths)} datasets but {len(names)} dataset names.")
     if isinstance(classes, str):
         classes = [c.strip() for c in classes.split(",") if c.strip()]
+    shots, seeds = few_shot_arguments(shots, seeds)
     engine = get_engine(engine, device=device, dtype=dtype, detector=detector, workers=workers, address=ray_address)
     run = EvaluationSettings(
         protocol, aupro, undefined, dtype_name(dtype if dtype is not None or detector is None else detector.dtype),
         None if batch_size is None else int(batch_size), save_maps, save_overlays, resume, progress, split, engine,
+        shots, seeds,
     )
 
     ov = {k: coerce_override(v) for k, v in (overrides or {}).items()}
@@ -436,20 +439,21 @@ def evaluate(
     with engine:
         engine.connect()  # an unreachable cluster fails before anything in `out` is touched
         with OutputLock(out, "evaluation"):
-            if len(paths) == 1:
-                rep = _evaluate_dataset(paths[0], out, base, ov, run, classes, names[0])
+            opened = [open_for_evaluation(p, base, ov, run, classes, nm, detector) for p, nm in zip(paths, names)]
+            if len(opened) == 1:
+                rep = _evaluate_dataset(opened[0], out, run)
                 reports[rep.name] = rep
             else:
                 used: set[str] = set()
-                for p, nm in zip(paths, names):
-                    folder = distinct_filename(nm or _dataset_label(p), "dataset")
+                for d, nm in zip(opened, names):
+                    folder = distinct_filename(nm or _dataset_label(d.path), "dataset")
                     stem, k = folder, 1
                     while folder in used:
                         k += 1
                         folder = f"{stem}_{k}"
                     used.add(folder)
                     with OutputLock(out / folder, "evaluation"):
-                        rep = _evaluate_dataset(p, out / folder, base, ov, run, classes, nm)
+                        rep = _evaluate_dataset(d, out / folder, run)
                     reports[folder] = rep
                 write_summary(out, reports)
     report = EvaluationReport(out, reports)
@@ -461,8 +465,10 @@ def evaluate(
 def _print_report(report: EvaluationReport) -> None:
     for name, rep in report.datasets.items():
         st = rep.settings
+        shots = (f", {st['shots']}-shot (mean over seeds {', '.join(map(str, st['seeds']))})"
+                 if rep.few_shot else "")
         print(f"\n{name}: recipe {st['recipe']} ({st['image_score']}), protocol {st['protocol']} "
-              f"({st['resolution']}), AUPRO {st['aupro']}, values x100")
+              f"({st['resolution']}), AUPRO {st['aupro']}{shots}, values x100")
         print(rep.table())
     if len(report.datasets) > 1:
         print("\nSummary (mean over classes):")

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zsad.errors import DatasetError, MetricError
+from zsad.errors import ConfigError, DatasetError, MetricError
 
 if TYPE_CHECKING:  # pragma: no cover
     from zsad.config import DetectorConfig
     from zsad.data import Sample
     from zsad.detector import Detector
 
-__all__ = ["ClassPlan", "ScoredBatch", "iter_scored", "score_batch"]
+__all__ = ["ClassPlan", "ReferenceSlot", "ScoredBatch", "iter_scored", "score_batch"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class ClassPlan:
         keep_maps: return the maps (needed for pixel metrics, saved maps and overlays).
         read_masks: read the ground-truth masks (the class has masks).
         exif_transpose: turn masks by their image's EXIF orientation, as the detector turns the images.
+        references: the paths of the class's normal reference images (few-shot; empty: zero-shot). The engine
+            gives them to the detector that scores the class (:class:`ReferenceSlot`) before scoring.
     """
 
     protocol: str
@@ -55,13 +57,15 @@ class ClassPlan:
     keep_maps: bool
     read_masks: bool
     exif_transpose: bool = False
+    references: tuple[str, ...] = ()
 
     @classmethod
     def for_samples(cls, samples: Sequence[Sample], config: DetectorConfig, *, protocol: str,
-                    save_maps: bool = False, save_overlays: bool = False) -> ClassPlan:
+                    save_maps: bool = False, save_overlays: bool = False,
+                    references: Sequence[Sample] = ()) -> ClassPlan:
         has_masks = any(s.is_anomalous and s.has_mask for s in samples)
         return cls(protocol, int(config.preprocess.image_size), has_masks or save_maps or save_overlays, has_masks,
-                   config.preprocess.exif_transpose)
+                   config.preprocess.exif_transpose, tuple(str(s.img_path) for s in references))
 
     @property
     def original(self) -> bool:
@@ -100,6 +104,76 @@ class ScoredBatch:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+class ReferenceSlot:
+    """The normal references an engine gives one detector for the class it scores: one class at a time.
+
+    :meth:`use` makes the detector hold exactly ``plan.references`` for the class (adding them with
+    :meth:`Detector.add_references <zsad.detector.Detector.add_references>`, loaded and preprocessed like the
+    images scored); it does nothing when it already holds them, so a worker scoring a class shard by shard encodes
+    them once. Another class's references, put in place by this slot, are removed first. :meth:`release` removes
+    them, leaving the detector as it was.
+
+    Example (tiny random weights):
+        >>> import numpy as np, tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> from zsad import Detector
+        >>> det = Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed",
+        ...                            prompt_checkpoint=None, image_size=56, device="cpu",
+        ...                            backbone_options={"random_config": "tiny"})
+        >>> ref = Path(tempfile.mkdtemp()) / "good.png"
+        >>> Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(ref)
+        >>> slot = ReferenceSlot(det)
+        >>> slot.use("nut", [str(ref)]); det.references
+        {'nut': 1}
+        >>> slot.release(); det.references
+        {}
+    """
+
+    def __init__(self, detector: Detector):
+        self.detector = detector
+        self.held: tuple[str, tuple[str, ...]] | None = None
+
+    def use(self, cls: str, references: Sequence[str], batch_size: int | None = None) -> None:
+        """Make the detector hold exactly ``references`` (paths) for ``cls`` (none: the class is zero-shot).
+
+        Raises:
+            ConfigError: the detector already holds references for ``cls`` that this slot did not add (they
+                would be mixed with the evaluation's).
+            ImageError: reference images that cannot be loaded (all named).
+        """
+        wanted = (cls, tuple(references)) if references else None
+        if wanted == self.held:
+            return
+        self.release()
+        if wanted is None:
+            return
+        if cls in self.detector.references:
+            raise ConfigError(
+                f"The detector already holds {self.detector.references[cls]} normal reference image(s) for class "
+                f"{cls!r}; the evaluation adds its own. Clear them first (detector.clear_references())."
+            )
+        self.detector.add_references(list(wanted[1]), class_name=cls, batch_size=batch_size, progress=False)
+        self.held = wanted
+
+    def release(self) -> None:
+        """Remove the references this slot put in place (if any)."""
+        if self.held is not None:
+            self.detector.clear_references(self.held[0])
+            self.held = None
+
+
+def _check_references(det: Detector, cls: str, plan: ClassPlan) -> None:
+    """The engine's side of the contract: the detector holds exactly the plan's references for the class."""
+    held = det.references.get(cls, 0)
+    if held != len(plan.references):
+        raise ConfigError(
+            f"Class {cls!r} is to be scored with {len(plan.references)} normal reference image(s) but the detector "
+            f"holds {held}. " + ("Clear the detector's references (detector.clear_references()) before evaluating "
+                                 "it." if held else "The engine must add them first (ReferenceSlot.use).")
+        )
 
 
 def _check_finite(out: Any, chunk: Sequence[str], cls: str) -> None:
@@ -181,12 +255,14 @@ def iter_scored(det: Detector, samples: Sequence[Sample], cls: str, plan: ClassP
                 *, start: int = 0, record_warnings: bool = False) -> Iterator[ScoredBatch]:
     """Score ``samples`` (all of class ``cls``) batch by batch, in order, loading the next batch ahead.
 
-    ``start`` is the class index of ``samples[0]`` (engines score a class in shards). With ``record_warnings``
+    ``start`` is the class index of ``samples[0]`` (engines score a class in shards). The detector must hold
+    exactly ``plan.references`` for ``cls`` (:class:`ReferenceSlot`). With ``record_warnings``
     the warnings raised while loading and scoring a batch are returned in :attr:`ScoredBatch.warnings` instead of
     being shown (for engines whose workers run in other processes).
     """
     import torch
 
+    _check_references(det, cls, plan)
     i = 0
     with torch.inference_mode():
         batches = det.iter_batches([str(s.img_path) for s in samples], batch_size or det.config.batch_size)

@@ -65,13 +65,25 @@ def csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def markdown(report: DatasetEvaluation) -> str:
-    """``metrics.md``: the settings, the x100 table and the notes."""
+    """``metrics.md``: the settings, the x100 table and the notes (few-shot: the mean over the seeds, then each
+    seed's table)."""
     s = report.settings
     lines = [
         f"# {report.name}: {s['recipe']}",
         "",
         f"- image score: {s['image_score']}; fixed prompts: {s['fixed_prompts']}",
         f"- protocol: {s['protocol']} ({s['resolution']}); AUPRO: {s['aupro']} (FPR < {s['fpr_limit']})",
+    ]
+    if report.few_shot:
+        seeds = ", ".join(str(seed) for seed in report.seeds)
+        lines += [
+            f"- few-shot: {s['shots']} normal reference image(s) per class drawn from the train split with each "
+            f"seed ({seeds}); the table is the mean over the seeds, then each seed's mean over classes"
+            + (" and their standard deviation" if len(report.seeds) > 1 else ""),
+            "- per-seed tables below; the references of every seed and class are listed in metrics.json "
+            "(`references`), the scores per image in `seed_<s>/scores.csv`",
+        ]
+    lines += [
         "- values x100; n/a = undefined for the class "
         + ("(never averaged: the mean is over the classes with a value)" if s["undefined"] == "nan"
            else "(undefined='zero': counted as 0, as the official code does)"),
@@ -79,6 +91,8 @@ def markdown(report: DatasetEvaluation) -> str:
         report.table("markdown"),
         "",
     ]
+    for seed, ev in report.seeds.items():
+        lines += [f"## Seed {seed}", "", ev.table("markdown"), ""]
     notes = [f"- {c}: {n}" for c, ce in report.classes.items() for n in ce.notes]
     notes += [f"- dataset: {n}" for n in report.notes]
     if notes:
@@ -86,16 +100,34 @@ def markdown(report: DatasetEvaluation) -> str:
     return "\n".join(lines)
 
 
+def _metric_rows(report: DatasetEvaluation, **extra: Any) -> list[dict[str, Any]]:
+    rows = [{**extra, "class": c, **ce.images, **ce.metrics} for c, ce in report.classes.items()]
+    rows.append({**extra, "class": "Mean", **report.mean})
+    return rows
+
+
 def write_dataset_reports(out: Path, report: DatasetEvaluation, heads: Sequence[str]) -> None:
-    """``metrics.json``, ``metrics.md``, ``metrics.csv`` and ``scores.csv`` of one dataset."""
+    """``metrics.json``, ``metrics.md``, ``metrics.csv`` and ``scores.csv`` of one dataset.
+
+    Few-shot: ``metrics.csv`` gets a first column ``seed`` (``mean`` for the mean over the seeds, ``std`` for
+    the standard deviation of the mean over classes, then one block per seed), and each seed's ``scores.csv`` is
+    written into its folder (``seed_<s>/scores.csv``).
+    """
     write_json(out / "metrics.json", report.to_dict())
     write_text(out / "metrics.md", markdown(report))
-    csv_rows = [{"class": c, **ce.images, **ce.metrics} for c, ce in report.classes.items()]
-    csv_rows.append({"class": "Mean", **report.mean})
-    write_text(out / "metrics.csv", csv_text(["class", "total", "normal", "anomalous", "with_mask", *METRIC_KEYS],
-                                              csv_rows))
+    columns = ["class", "total", "normal", "anomalous", "with_mask", *METRIC_KEYS]
     score_cols = ["path", "class", "label", "score", *heads, "specie"]
-    write_text(out / "scores.csv", csv_text(score_cols, [r for ce in report.classes.values() for r in ce.rows]))
+    if not report.few_shot:
+        write_text(out / "metrics.csv", csv_text(columns, _metric_rows(report)))
+        write_text(out / "scores.csv", csv_text(score_cols, [r for ce in report.classes.values() for r in ce.rows]))
+        return
+    rows = _metric_rows(report, seed="mean")
+    if len(report.seeds) > 1:
+        rows.append({"seed": "std", "class": "Mean", **report.std})
+    for seed, ev in report.seeds.items():
+        rows += _metric_rows(ev, seed=seed)
+        write_text(ev.out / "scores.csv", csv_text(score_cols, [r for ce in ev.classes.values() for r in ce.rows]))
+    write_text(out / "metrics.csv", csv_text(["seed", *columns], rows))
 
 
 def write_summary(out: Path, reports: Mapping[str, DatasetEvaluation]) -> None:

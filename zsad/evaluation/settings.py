@@ -2,7 +2,9 @@
 
 The fingerprint is everything that changes the numbers: the detector configuration (but not the batch size),
 protocol, AUPRO mode, ``undefined``, dtype, the dataset (path, split, description and sample-list hashes) and the
-checkpoint hashes. Where the model runs (engine, workers, device) is not part of it: the numbers do not depend on it.
+checkpoint hashes, and for a few-shot run the shots, the seeds and a hash of the references drawn (every class's
+reference paths for every seed). Where the model runs (engine, workers, device) is not part of it: the numbers do
+not depend on it.
 """
 
 from __future__ import annotations
@@ -31,17 +33,21 @@ __all__ = [
     "UNDEFINED",
     "EvaluationSettings",
     "check_resume",
+    "class_result_files",
     "coerce_override",
     "dataset_config",
     "dataset_fingerprint",
+    "few_shot_arguments",
     "fingerprint",
     "load_class",
+    "seed_folder",
 ]
 
 PROTOCOLS = ("tipsomaly", "original")
 AUPRO_MODES = ("exact", "legacy")
 UNDEFINED = ("nan", "zero")
 MASK_RULE = "convert('L') > 0; x255 -> PIL bilinear resize -> /255 -> > 0.5 (official Tipsomaly/AnomalyCLIP loader)"
+SEED_FOLDER_PREFIX = "seed_"
 _DTYPE_NAMES = {None: "float32", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                 "float16": "float16", "fp16": "float16"}
 
@@ -64,6 +70,8 @@ class EvaluationSettings:
     progress: bool
     split: str
     engine: Engine
+    shots: int | None = None
+    seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("protocol", self.protocol, PROTOCOLS), ("aupro", self.aupro, AUPRO_MODES),
@@ -72,6 +80,50 @@ class EvaluationSettings:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}.")
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.shots is None:
+            if self.seeds:
+                raise ConfigError("seeds= (--seed) needs shots= (--shots K): the seeds draw the K normal reference "
+                                  "images of the few-shot protocol; without shots the evaluation is zero-shot.")
+            return
+        if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 1:
+            raise ConfigError(f"shots must be a whole number >= 1 (normal reference images per class), got "
+                              f"{self.shots!r}.")
+        if not self.seeds:
+            raise ConfigError("shots= needs at least one seed (e.g. seeds=[0, 1, 2]; --seed 0 1 2).")
+        if self.split == "train":
+            raise ConfigError("Few-shot references are drawn from the train split, so split='train' would score "
+                              "the references themselves; evaluate the test split (split='test').")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ConfigError(f"Seeds must be whole numbers >= 0, got {seed!r}.")
+        twice = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if twice:
+            raise ConfigError(f"Seed {twice[0]} is given twice; each seed is one draw of the references.")
+
+    @property
+    def few_shot(self) -> bool:
+        """True when classes are scored with K normal references drawn per seed (``shots`` is set)."""
+        return self.shots is not None
+
+
+def few_shot_arguments(shots: Any, seeds: Any) -> tuple[int | None, tuple[int, ...]]:
+    """``evaluate(shots=, seeds=)`` as :class:`EvaluationSettings` takes them: seeds default to ``(0,)`` with
+    shots; a single number for ``seeds`` is refused (is it one seed or a number of seeds?).
+
+    Example:
+        >>> few_shot_arguments(4, None), few_shot_arguments(None, None), few_shot_arguments(2, [3, 1])
+        ((4, (0,)), (None, ()), (2, (3, 1)))
+    """
+    import numbers
+
+    def whole(value: Any) -> Any:  # numpy integers -> int; the rest is checked by EvaluationSettings
+        return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+
+    if seeds is None:
+        return whole(shots), ((0,) if shots is not None else ())
+    if isinstance(seeds, (numbers.Number, str)):
+        raise ConfigError(f"seeds= is a list of seeds, e.g. seeds=[0, 1, 2] (got {seeds!r}).")
+    return whole(shots), tuple(whole(s) for s in seeds)
 
 
 def dtype_name(dtype: Any) -> str:
@@ -122,13 +174,17 @@ def dataset_fingerprint(ds: AnomalyDataset) -> dict[str, Any]:
     }
 
 
-def fingerprint(config: DetectorConfig, run: EvaluationSettings, dataset: dict, checkpoints: dict) -> dict[str, Any]:
-    """Everything that changes an evaluation's numbers (see the module docstring)."""
+def fingerprint(config: DetectorConfig, run: EvaluationSettings, dataset: dict, checkpoints: dict,
+                references: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything that changes an evaluation's numbers (see the module docstring).
+
+    ``references`` (few-shot runs): ``{seed: {class: [reference paths]}}``, the draw of every seed.
+    """
     cfg = config.model_dump(mode="json")
     cfg.pop("batch_size", None)  # does not change the numbers
     # a local backbone folder can change in place: hash it; named checkpoints are verified by the weights store
     local_backbone = bool(config.backbone.checkpoint) and Path(config.backbone.checkpoint).expanduser().is_dir()
-    return {
+    fp: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "config": cfg,
         "protocol": run.protocol,
@@ -140,22 +196,25 @@ def fingerprint(config: DetectorConfig, run: EvaluationSettings, dataset: dict, 
         "prompt_checkpoint_sha256": checkpoints["prompts"]["sha256"],
         "backbone_files_sha256": checkpoints["backbone"]["files_sha256"] if local_backbone else None,
     }
+    if run.few_shot:  # only then: zero-shot fingerprints (and resumable folders) stay what they were
+        fp["few_shot"] = {"shots": run.shots, "seeds": list(run.seeds), "split": "train",
+                          "references_sha256": sha256_json(references or {})}
+    return fp
 
 
 def check_resume(out: Path, fingerprint: dict, run: EvaluationSettings) -> dict | None:
     """The previous manifest when its run may be resumed; raise when it belongs to another configuration."""
     manifest_path = out / "manifest.json"
-    class_dir = out / "classes"
-    has_classes = class_dir.is_dir() and any(class_dir.glob("*.json"))
+    class_files = class_result_files(out)
+    has_classes = bool(class_files)
     if not run.resume:
-        if class_dir.is_dir():
-            for p in class_dir.glob("*.json"):
-                p.unlink()
+        for p in class_files:
+            p.unlink()
         return None
     if not manifest_path.is_file():
         if has_classes:
             raise ConfigError(
-                f"{out} holds per-class results (classes/) but no manifest.json, so zsad cannot tell how they were "
+                f"{out} holds per-class results ({class_files[0].parent.relative_to(out).as_posix()}/) but no manifest.json, so zsad cannot tell how they were "
                 "made. Use a new output folder, or pass resume=False (--no-resume) to recompute everything."
             )
         return None
@@ -172,6 +231,21 @@ def check_resume(out: Path, fingerprint: dict, run: EvaluationSettings) -> dict 
             "folder, or pass resume=False (--no-resume) to recompute and overwrite these results."
         )
     return old
+
+
+def class_result_files(out: Path) -> list[Path]:
+    """The per-class results in ``out``: ``classes/*.json`` (zero-shot) and ``seed_*/classes/*.json`` (few-shot)."""
+    return sorted([*out.glob("classes/*.json"), *out.glob(f"{SEED_FOLDER_PREFIX}*/classes/*.json")])
+
+
+def seed_folder(seed: int) -> str:
+    """The sub-folder of a few-shot run holding one seed's per-class results, scores, maps and overlays.
+
+    Example:
+        >>> seed_folder(3)
+        'seed_3'
+    """
+    return f"{SEED_FOLDER_PREFIX}{int(seed)}"
 
 
 def load_class(out: Path, cls: str, fingerprint_sha: str, run: EvaluationSettings) -> ClassEvaluation | None:
