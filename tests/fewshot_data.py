@@ -22,7 +22,7 @@ def write_fewshot_dataset(root: Path, classes=("cap", "nut"), train: int = 4, te
     for k, cls in enumerate(classes):
         base = np.linspace(40 + 30 * k, 160, size, dtype=np.float32)[None, :, None].repeat(size, 0).repeat(3, 2)
 
-        def normal():
+        def normal(base=base):
             return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
 
         for i in range(train):

@@ -239,3 +239,27 @@ def test_command_line(data, tmp_path, capsys):
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["shots"] == 2 and doc["seeds"] == [3, 4] and list(doc["classes"]) == ["nut"]
     assert (out / "seed_4" / "scores.csv").is_file()
+
+
+def test_reference_slot_encodes_once_per_class_and_scoring_checks_the_references(det, data):
+    from zsad.evaluation.batch import ClassPlan, ReferenceSlot, iter_scored
+
+    ds = open_dataset(data)
+    refs = draw_references(ds, 2, seed=0)
+    plan = ClassPlan.for_samples(ds.samples("cap"), det.config, protocol="tipsomaly", references=refs["cap"])
+    with pytest.raises(ConfigError, match="to be scored with 2 normal reference image.* holds 0"):
+        next(iter_scored(det, ds.samples("cap"), "cap", plan))
+    slot = ReferenceSlot(det)
+    try:
+        slot.use("cap", plan.references)
+        slot.use("cap", plan.references)  # the same references: kept, not added again
+        assert det.references == {"cap": 2}
+        assert len(list(iter_scored(det, ds.samples("cap"), "cap", plan))) == 1
+        slot.use("nut", [str(s.img_path) for s in refs["nut"][:1]])  # another class: the previous ones go
+        assert det.references == {"nut": 1}
+        other = ReferenceSlot(det)
+        with pytest.raises(ConfigError, match="already holds 1 normal reference image"):
+            other.use("nut", plan.references)  # references it did not add are never mixed with its own
+    finally:
+        slot.release()
+    assert det.references == {}

@@ -80,8 +80,8 @@ def markdown(report: DatasetEvaluation) -> str:
             f"- few-shot: {s['shots']} normal reference image(s) per class drawn from the train split with each "
             f"seed ({seeds}); the table is the mean over the seeds, then each seed's mean over classes"
             + (" and their standard deviation" if len(report.seeds) > 1 else ""),
-            "- per-seed tables below; the references of every seed and class are listed in metrics.json "
-            "(`references`), the scores per image in `seed_<s>/scores.csv`",
+            ("- per-seed tables below; the references of every seed and class are listed in metrics.json "
+             "(`references`), the scores per image in `seed_<s>/scores.csv`"),
         ]
     lines += [
         "- values x100; n/a = undefined for the class "
