@@ -10,6 +10,8 @@ Accepted inputs (documented in :meth:`zsad.Detector.predict`):
 * a ``PIL.Image.Image``: RGB as is; ``L``, ``LA``, ``P``, ``RGBA``, ``CMYK``, ``YCbCr`` ... through
   ``convert("RGB")`` as the official pipeline (alpha is dropped without compositing); 16-bit and float modes
   (``I;16``, ``I``, ``F``) per ``high_bit_depth``: refused by default, since ``convert("RGB")`` clips them at 255;
+  ``rgb_conversion="after_resize"`` resizes in the file's own mode and converts afterwards (the AnomalyCLIP /
+  torchvision order: ``P`` images are then resized with nearest neighbours, ``RGBA`` with premultiplied alpha);
 * a ``numpy.ndarray``: ``H x W x 3`` (or ``x 4``, alpha dropped; or ``H x W`` grayscale) ``uint8`` RGB;
 * a ``torch.Tensor``: ``3 x H x W`` or ``B x 3 x H x W`` float in [0, 1] (resized with torch bilinear+antialias
   when not already ``S x S``).
@@ -54,8 +56,13 @@ def load_image(
     *,
     exif_transpose: bool = False,
     high_bit_depth: Literal["error", "scale", "clip"] = "error",
+    keep_mode: bool = False,
 ) -> Image.Image:
-    """Load a path, PIL image or uint8 array as an RGB ``PIL.Image`` (see the module docstring for the rules)."""
+    """Load a path, PIL image or uint8 array as an RGB ``PIL.Image`` (see the module docstring for the rules).
+
+    ``keep_mode=True`` leaves 8-bit images in their own mode (``P``, ``RGBA``, ``L``, ...) for a resize before the
+    conversion; 16-bit and float modes are still handled per ``high_bit_depth``.
+    """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -77,6 +84,8 @@ def load_image(
         )
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{_describe(source)} is empty ({image.width}x{image.height} pixels); give a real image.")
+    if keep_mode and image.mode not in _HIGH_BIT_MODES:
+        return image
     with reading(_describe(source), ImageError, fix=_REEXPORT):
         return _to_rgb(image, _describe(source), high_bit_depth)
 
@@ -134,18 +143,21 @@ def _high_bit_to_rgb(image: Image.Image, what: str, high_bit_depth: str) -> Imag
 
 
 def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None, std=None, backend: str = "pil"):
-    """Resize an RGB PIL image to ``size x size`` and return a ``(3, size, size)`` float tensor (normalised if asked).
+    """Resize a PIL image to ``size x size`` and return a ``(3, size, size)`` float tensor (normalised if asked).
 
-    ``backend="pil"`` resizes the 8-bit image with PIL (the official Tipsomaly pipeline); ``"torch"`` converts to
-    float32 in [0, 1] first and resizes with :func:`resize_tensor` (torchvision's resize of float tensors, as
-    anomalib): no rounding, no clamping, so bicubic values may overshoot [0, 1].
+    ``backend="pil"`` resizes the 8-bit image with PIL (the official Tipsomaly pipeline); an image that is not RGB
+    yet is resized in its own mode and converted afterwards. ``"torch"`` converts to float32 in [0, 1] first and
+    resizes with :func:`resize_tensor` (torchvision's resize of float tensors, as anomalib): no rounding, no
+    clamping, so bicubic values may overshoot [0, 1].
     """
     import torch
 
     if backend == "torch":
+        image = image if image.mode == "RGB" else image.convert("RGB")
         tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
         return _normalize(resize_tensor(tensor[None], size, resample)[0], mean, std)
     resized = image.resize((size, size), _RESAMPLE[resample])
+    resized = resized if resized.mode == "RGB" else resized.convert("RGB")
     tensor = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
     return _normalize(tensor, mean, std)
 
@@ -221,11 +233,13 @@ def prepare_batch(
     high_bit_depth: Literal["error", "scale", "clip"] = "error",
     executor: Executor | None = None,
     backend: Literal["pil", "torch"] = "pil",
+    rgb_conversion: Literal["before_resize", "after_resize"] = "before_resize",
 ) -> PreparedBatch:
     """Load and preprocess a list of inputs (tensors may carry several images) into one batch.
 
     Images are resized by ``backend`` (see :func:`prepare`); tensors always with torch, bilinear for the ``pil``
-    backend and ``resample`` for the ``torch`` one.
+    backend and ``resample`` for the ``torch`` one. ``rgb_conversion`` says whether images are converted to RGB
+    before the resize (default, official Tipsomaly) or after it (``"after_resize"``, torchvision's order).
 
     With an ``executor`` (e.g. a thread pool) the images are decoded and resized in parallel; Pillow releases the
     GIL while it works, so threads help. The order of the batch is the order of ``inputs``.
@@ -236,7 +250,8 @@ def prepare_batch(
         if isinstance(item, torch.Tensor):
             mode = resample if backend == "torch" else "bilinear"
             return [(p, hw, None) for p, hw in _tensor_items(item, size, mean, std, mode)]
-        image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)
+        image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth,
+                           keep_mode=rgb_conversion == "after_resize" and backend == "pil")
         path = str(item) if isinstance(item, (str, os.PathLike)) else None
         return [(prepare(image, size, resample, mean, std, backend), (image.height, image.width), path)]
 

@@ -15,7 +15,12 @@ these declared methods):
 * :attr:`PromptStrategy.trained` / :meth:`PromptStrategy.mark_trained`: whether learnable tokens hold trained
   values (True for strategies without tokens);
 * :meth:`PromptStrategy.save_tokens` / :meth:`PromptStrategy.checkpoint_metadata`: write the tokens to a
-  ``.safetensors`` prompt checkpoint (strategies with tokens implement it).
+  ``.safetensors`` prompt checkpoint (strategies with tokens implement it), and
+  :meth:`PromptStrategy.token_tensors`: the same tensors by name (training checkpoints embed them, so an epoch
+  checkpoint is a prompt checkpoint of the strategy too);
+* :meth:`PromptStrategy.initialize`: draw the learnable tokens afresh from a seed (a training run from scratch);
+* :attr:`PromptStrategy.shared_prototypes`: the global prototypes are the local ones (one text pass serves both,
+  e.g. AnomalyCLIP), so a trainer computes them once.
 
 Example:
     >>> import torch
@@ -52,6 +57,8 @@ class PromptStrategy(nn.Module, abc.ABC):
 
     #: whether :meth:`local_prototypes` ignores the class (returns one pair for every class)
     class_agnostic_local: bool = False
+    #: whether :meth:`global_prototypes` is :meth:`local_prototypes` for every class (one text pass serves both)
+    shared_prototypes: bool = False
 
     @abc.abstractmethod
     def global_prototypes(self, backbone, class_names: Sequence[str]) -> torch.Tensor:
@@ -90,6 +97,13 @@ class PromptStrategy(nn.Module, abc.ABC):
     def checkpoint_metadata(self) -> dict[str, str]:
         """String metadata stored with the tokens in a checkpoint (e.g. prompt list, token count)."""
         return {}
+
+    def token_tensors(self) -> dict[str, torch.Tensor]:
+        """The learnable tensors under the names of this strategy's prompt checkpoint (``{}`` without tokens)."""
+        return {}
+
+    def initialize(self, seed: int) -> None:
+        """Draw the learnable tokens afresh from their random initialisation with ``seed`` (no-op without tokens)."""
 
     def save_tokens(self, path: str | Path, metadata: dict | None = None) -> Path:
         """Write the learnable tokens to a zsad ``.safetensors`` prompt checkpoint."""

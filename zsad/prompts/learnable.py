@@ -132,6 +132,19 @@ class LearnablePrompts(PromptStrategy):
     def checkpoint_metadata(self) -> dict[str, str]:
         return {"prompt_list": self.prompt_list, "n_tokens": str(self.n_tokens), "class_word": self.class_word}
 
+    def token_tensors(self) -> dict[str, torch.Tensor]:
+        t_n, t_a = self.tokens()
+        return {"T_n": t_n, "T_a": t_a}
+
+    def initialize(self, seed: int) -> None:
+        """Redraw ``T_n`` / ``T_a`` from N(0, init_std²) with ``seed`` (once the width is known)."""
+        self.seed = int(seed)
+        if self.T_n is not None:
+            device = self.T_n.device
+            self._init_random(int(self.T_n.shape[1]))
+            self.to(device)
+            self.checkpoint = None
+
     def load(self, checkpoint: str | Path) -> None:
         """Replace the tokens with those of a prompt checkpoint (same shape)."""
         t_n, t_a, self.metadata = load_prompt_checkpoint(checkpoint)

@@ -41,8 +41,15 @@ import torch
 
 from zsad._files import write_text
 from zsad.errors import CheckpointError, ConfigError, DatasetError
-from zsad.training.cache import DiskFeatureCache, MemoryFeatureStore, feature_cache_key, file_stamp
-from zsad.training.losses import LOSS_NAMES, SegmentationLoss
+from zsad.heads.losses import SegmentationLoss
+from zsad.training.cache import (
+    DiskFeatureCache,
+    MemoryFeatureStore,
+    feature_cache_key,
+    feature_entry,
+    file_stamp,
+    stack_entries,
+)
 from zsad.training.state import (
     optimizer_from_state,
     optimizer_to_state,
@@ -74,7 +81,8 @@ class TrainResult:
         config_path: ``out/config.json`` (``Detector.load(out)`` rebuilds the trained detector).
         record_path: ``out/training.json``.
         checkpoints: the per-epoch training checkpoints written or found, in epoch order.
-        history: per-epoch mean losses ``{"epoch", "focal", "dice_pos", "dice_neg", "total", "steps", "seconds"}``.
+        history: per-epoch mean losses ``{"epoch", <the heads' loss components>, "total", "steps", "seconds"}``
+            (``focal``, ``dice_pos``, ``dice_neg``; ``image`` for AnomalyCLIP).
         epochs_completed: epochs done (including those before a resume).
         resumed_from: the checkpoint a resumed run started from.
         detector: the trained detector (in memory).
@@ -212,9 +220,10 @@ def _build_detector(recipe: str, overrides: dict, seed: int, device, dtype):
     if "prompt_checkpoint" not in overrides and "prompts.checkpoint" not in overrides:
         overrides["prompt_checkpoint"] = None  # train from a random initialisation unless told otherwise
     config = config.with_overrides(**overrides)
-    if config.prompts.strategy in ("decoupled", "learnable") and "seed" not in config.prompts.options:
-        config = config.with_overrides(**{"prompts.options": {**config.prompts.options, "seed": seed}})
-    return Detector(config, device=device, dtype=dtype)
+    detector = Detector(config, device=device, dtype=dtype)
+    if config.prompts.checkpoint is None and "seed" not in config.prompts.options:
+        detector.prompts.initialize(seed)  # the run's seed draws the initial tokens (an explicit option wins)
+    return detector
 
 
 def _resume_relevant(detector_cfg: dict) -> dict:
@@ -399,7 +408,7 @@ def train_prompts(
     if resume_path is not None:
         _compare_runs(resume_meta.get("run", {}), run_fingerprint, resume_path)
         try:
-            trainer.set_tokens(resume_tensors["T_n"], resume_tensors["T_a"])
+            _restore_params(trainer, resume_tensors)
             optimizer_from_state(trainer.optimizer, resume_tensors, resume_meta["optimizer"])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"Training checkpoint {resume_path} cannot be restored: {type(exc).__name__}: {exc}.") from exc
@@ -467,28 +476,29 @@ def train_prompts(
     if start_epoch < epochs:
         from tqdm.auto import tqdm
 
-        store = _feature_store(detector, dataset, feature_cache)
+        store = _feature_store(detector, dataset, feature_cache, trainer.request)
         stamps = [file_stamp(s.img_path) for s in samples]
         items = [st["path"] for st in stamps]
         masks = [_pack(dataset.load_mask(s, size)) for s in samples]
-        grid = _compute_features(detector, store, samples, items, stamps, batch_size, progress, tqdm)
+        labels = torch.tensor([int(s.anomaly) for s in samples], dtype=torch.long)  # as the official loaders
+        grid = _compute_features(trainer, store, samples, items, stamps, batch_size, progress, tqdm)
 
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             order = np.arange(n) if not shuffle else np.random.default_rng([seed, epoch]).permutation(n)
             batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-            sums = dict.fromkeys(LOSS_NAMES, 0.0)
+            sums: dict[str, float] = {}
             with tqdm(total=len(batches), desc=f"zsad train: epoch {epoch}/{epochs}", unit="step",
                       disable=not progress, leave=True) as bar:
                 for step, idx in enumerate(batches, 1):
-                    patches = torch.stack([_get(store, items[i], stamps[i])[0] for i in idx])
+                    features = stack_entries([_get(store, items[i], stamps[i])[0] for i in idx], grid)
                     mask = torch.from_numpy(np.stack([_unpack(masks[i], size) for i in idx]))
-                    losses = trainer.step_features(patches, grid, mask)
-                    for k in LOSS_NAMES:
-                        sums[k] += losses[k]
-                    bar.set_postfix({k: f"{sums[k] / step:.4f}" for k in LOSS_NAMES}, refresh=False)
+                    losses = trainer.step_features(features, mask, labels[torch.as_tensor(idx)])
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    bar.set_postfix({k: f"{v / step:.4f}" for k, v in sums.items()}, refresh=False)
                     bar.update(1)
-            means = {k: sums[k] / len(batches) for k in LOSS_NAMES}
+            means = {k: v / len(batches) for k, v in sums.items()}
             history.append({"epoch": epoch, **means, "steps": len(batches), "seconds": round(time.perf_counter() - t0, 3)})
             log.info("epoch %d/%d: %s", epoch, epochs, ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
             checkpoints.append(_save_checkpoint(ckpt_dir, epoch, trainer, history, run_fingerprint, record))
@@ -510,12 +520,12 @@ def train_prompts(
     )
 
 
-def _feature_store(detector, dataset, feature_cache):
+def _feature_store(detector, dataset, feature_cache, request):
     if feature_cache is None:
         return MemoryFeatureStore()
     cfg = detector.config
     label = f"{dataset.name}-{cfg.backbone.name}-{cfg.preprocess.image_size}"
-    return DiskFeatureCache(feature_cache, feature_cache_key(detector, dataset), label=label)
+    return DiskFeatureCache(feature_cache, feature_cache_key(detector, dataset, request), label=label)
 
 
 def _get(store, item: str, stamp: dict):
@@ -525,8 +535,9 @@ def _get(store, item: str, stamp: dict):
     return got
 
 
-def _compute_features(detector, store, samples, items, stamps, batch_size, progress, tqdm) -> tuple[int, int]:
-    """Encode every image missing from ``store`` (in meta order, ``batch_size`` at a time); return the patch grid."""
+def _compute_features(trainer, store, samples, items, stamps, batch_size, progress, tqdm) -> tuple[int, int]:
+    """Encode every image missing from ``store`` (in meta order, ``batch_size`` at a time) with what the heads
+    need (``trainer.request``); return the patch grid."""
     grid = None
     missing = []
     for i in range(len(samples)):
@@ -538,18 +549,17 @@ def _compute_features(detector, store, samples, items, stamps, batch_size, progr
     with tqdm(total=len(missing), desc="zsad train: image features", unit="img", disable=not progress or not missing) as bar:
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
-            batch = detector.preprocess([samples[i].img_path for i in chunk])
-            with torch.no_grad():
-                feats = detector.backbone.encode_image(batch.pixels.to(detector.device))
+            feats, _ = trainer.encode_images([samples[i].img_path for i in chunk])
             grid = tuple(feats.grid)
             for j, i in enumerate(chunk):
-                store.put(items[i], stamps[i], feats.patches[j], grid)
+                store.put(items[i], stamps[i], feature_entry(feats, j), grid)
             bar.update(len(chunk))
     return grid  # type: ignore[return-value]
 
 
 def _save_checkpoint(folder: Path, epoch: int, trainer: PromptTrainer, history, run_fingerprint, record) -> Path:
-    t_n, t_a = trainer.prompt_tokens()
+    """Tokens under the prompt-checkpoint names of the strategy (so the file is a prompt checkpoint too), the
+    optimised parameters in order (``param.<i>``), the Adam state and the RNG states."""
     opt_tensors, opt_meta = optimizer_to_state(trainer.optimizer)
     rng_tensors, rng_meta = rng_to_state()
     learned = trainer.learned
@@ -562,7 +572,18 @@ def _save_checkpoint(folder: Path, epoch: int, trainer: PromptTrainer, history, 
         "run": run_fingerprint,
         "zsad_version": record["zsad_version"],
         **learned.checkpoint_metadata(),
-        "n_tokens": int(t_n.shape[0]),
     }
-    tensors = {"T_n": t_n, "T_a": t_a, **opt_tensors, **rng_tensors}
+    params = {f"param.{i}": p.detach().clone() for i, p in enumerate(trainer.params)}
+    tensors = {**learned.token_tensors(), **params, **opt_tensors, **rng_tensors}
     return write_train_state(folder / f"epoch_{epoch:03d}.safetensors", tensors, _json_safe(meta))
+
+
+def _restore_params(trainer: PromptTrainer, tensors: dict[str, torch.Tensor]) -> None:
+    """Put the saved parameters back in place (``param.<i>``; files of earlier versions hold ``T_n``/``T_a``)."""
+    if "param.0" not in tensors:
+        trainer.set_tokens(tensors["T_n"], tensors["T_a"])
+        return
+    saved = [tensors[f"param.{i}"] for i in range(len(trainer.params))]
+    if f"param.{len(trainer.params)}" in tensors:
+        raise ValueError(f"the checkpoint holds more than the {len(trainer.params)} parameters of this run")
+    trainer.set_tokens(*saved)
