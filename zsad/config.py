@@ -29,6 +29,7 @@ __all__ = [
     "PromptConfig",
     "HeadConfig",
     "PreprocessConfig",
+    "TrainingConfig",
     "DetectorConfig",
     "OVERRIDE_ALIASES",
     "format_validation_error",
@@ -121,6 +122,18 @@ class PreprocessConfig(_Frozen):
     )
 
 
+class TrainingConfig(_Frozen):
+    """How the recipe's prompts are learned by default (``zsad train``; arguments of ``train_prompts`` override it)."""
+
+    epochs: int = Field(2, ge=1, description="Epochs (Tipsomaly: 2; AnomalyCLIP: 15).")
+    batch_size: int = Field(8, ge=1, description="Images per optimiser step (official: 8).")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (official: 1e-3).")
+    shuffle: bool = Field(
+        False, description="A new seeded order every epoch (AnomalyCLIP's shuffling loader) or the dataset order "
+        "(Tipsomaly at HEAD)."
+    )
+
+
 class DetectorConfig(_Frozen):
     """A complete detector description; a named recipe is one of these saved as JSON."""
 
@@ -131,6 +144,7 @@ class DetectorConfig(_Frozen):
     heads: HeadConfig = Field(default_factory=HeadConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     batch_size: int = Field(8, ge=1, description="Images per forward pass.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @field_validator("name")
     @classmethod

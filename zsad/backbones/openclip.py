@@ -246,8 +246,8 @@ class OpenClipBackbone(Backbone):
         v = self.model.visual
         tokens_in, grid = self._embed(pixels)
         x, collected = self._blocks(v.ln_pre(tokens_in), request.layers, dpam=True)
-        pooled, tokens = self._pool(x)
-        g = self._project(pooled if self.global_ln_post else x[:, 0])
+        _, tokens = self._pool(x)
+        g = self._global(x)
         return ImageFeatures(
             globals={"object": g, "spatial": g},
             patches=self._project(tokens),
@@ -257,10 +257,16 @@ class OpenClipBackbone(Backbone):
             unprojected_patches=tokens if request.unprojected_patches else None,
         )
 
+    def _global(self, x: torch.Tensor) -> torch.Tensor:
+        """The projected global embedding of the tower's output tokens (pooled like the model, or the class token
+        without ``ln_post`` when ``global_ln_post`` is off)."""
+        return self._project(self._pool(x)[0] if self.global_ln_post else x[:, 0])
+
     def _windows(self, tokens_in: torch.Tensor, grid: tuple[int, int], scale: int) -> torch.Tensor:
         """``(B, W, D)`` embeddings of every ``scale x scale`` window, each window its own short sequence.
 
-        All windows of the batch run through the tower together (in chunks of ``_WINDOW_CHUNK`` sequences).
+        All windows of the batch run through the plain tower together (in chunks of ``_WINDOW_CHUNK`` sequences)
+        and are pooled like the whole image.
         """
         v = self.model.visual
         index = sliding_windows(grid, scale, tokens_in.device)  # (W, s²)
@@ -268,10 +274,7 @@ class OpenClipBackbone(Backbone):
         patches = tokens_in[:, 1:][:, index]  # (B, W, s², width)
         cls = tokens_in[:, :1].unsqueeze(1).expand(b, w, 1, -1)
         seqs = torch.cat([cls, patches], dim=2).flatten(0, 1)  # (B*W, 1 + s², width)
-        pooled = [
-            self._project(self._pool(self._blocks(v.ln_pre(chunk))[0])[0])
-            for chunk in seqs.split(_WINDOW_CHUNK)
-        ]
+        pooled = [self._global(self._blocks(v.ln_pre(chunk))[0]) for chunk in seqs.split(_WINDOW_CHUNK)]
         return torch.cat(pooled).reshape(b, w, -1)
 
     # -- texts -------------------------------------------------------------------------------------------------

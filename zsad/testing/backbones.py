@@ -20,6 +20,8 @@ TINY_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tips": ("tips", TINY_OPTIONS["tips"]),
     "tips-value": ("tips", {**TINY_OPTIONS["tips"], "dense_readout": "value"}),
     "open_clip": ("open_clip", TINY_OPTIONS["open_clip"]),
+    "open_clip-anomalyclip": ("open_clip", {**TINY_OPTIONS["open_clip"], "dpam_start": 2, "global_ln_post": False,
+                                            "pos_interpolation": "bilinear"}),
     "siglip2": ("siglip2", TINY_OPTIONS["siglip2"]),
     "siglip2-naflex": ("siglip2", {"checkpoint": None, "random_config": "tiny-naflex"}),
 }

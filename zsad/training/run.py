@@ -211,15 +211,20 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build_detector(recipe: str, overrides: dict, seed: int, device, dtype):
+def _recipe_config(recipe: str, overrides: dict):
+    """The recipe with the run's overrides; training starts from random tokens unless a checkpoint is given."""
     from zsad.components import get_recipe
-    from zsad.detector import Detector
 
-    config = get_recipe(recipe)
     overrides = dict(overrides)
     if "prompt_checkpoint" not in overrides and "prompts.checkpoint" not in overrides:
         overrides["prompt_checkpoint"] = None  # train from a random initialisation unless told otherwise
-    config = config.with_overrides(**overrides)
+    return get_recipe(recipe).with_overrides(**overrides)
+
+
+def _build_detector(recipe: str, overrides: dict, seed: int, device, dtype):
+    from zsad.detector import Detector
+
+    config = _recipe_config(recipe, overrides)
     detector = Detector(config, device=device, dtype=dtype)
     if config.prompts.checkpoint is None and "seed" not in config.prompts.options:
         detector.prompts.initialize(seed)  # the run's seed draws the initial tokens (an explicit option wins)
@@ -269,9 +274,9 @@ def train_prompts(
     *,
     data: str | os.PathLike | Any,
     out: str | os.PathLike,
-    epochs: int = 2,
-    batch_size: int = 8,
-    lr: float = 1e-3,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     seed: int = 111,
     overrides: dict[str, Any] | None = None,
     device: str | None = None,
@@ -281,7 +286,7 @@ def train_prompts(
     betas: tuple[float, float] = (0.5, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
-    shuffle: bool = False,
+    shuffle: bool | None = None,
     split: str = "test",
     classes: Sequence[str] | None = None,
     loss: SegmentationLoss | None = None,
@@ -294,14 +299,17 @@ def train_prompts(
     [--seed N] [--device D] [--resume PATH] [--feature-cache DIR]`` maps one to one onto the arguments.
 
     Args:
-        recipe: recipe name or recipe JSON path; its backbone and prompt strategy are trained (``tipsomaly``).
+        recipe: recipe name or recipe JSON path; its backbone and prompt strategy are trained (``tipsomaly``), with
+            its training defaults (``training`` section: epochs, batch size, lr, shuffling) where an argument is
+            ``None``.
         data: a dataset folder / meta.json / jsonl (anything :func:`zsad.data.open_dataset` reads) or an
             :class:`~zsad.data.AnomalyDataset`. Anomalous images need masks.
         out: output folder (created). A folder holding epoch checkpoints is refused unless ``resume`` or
             ``overwrite`` is given, so a finished run is never clobbered by accident.
-        epochs: total epochs (2, as the paper and the released checkpoints); with ``resume``, the total to reach.
-        batch_size: images per optimiser step (8).
-        lr: Adam learning rate (1e-3).
+        epochs: total epochs (recipe default: 2 for Tipsomaly, 15 for AnomalyCLIP, as their released checkpoints);
+            with ``resume``, the total to reach.
+        batch_size: images per optimiser step (recipe default: 8).
+        lr: Adam learning rate (recipe default: 1e-3).
         seed: seeds torch / numpy / random at the start, the token initialisation and the shuffling (111).
         overrides: recipe overrides as in :meth:`Detector.from_recipe` (``{"backbone_checkpoint": DIR,
             "image_size": 336, "fixed_prompts": "industrial", "prompt_checkpoint": FILE}``, dotted paths too);
@@ -315,7 +323,8 @@ def train_prompts(
             checkpoint) to continue from; data, recipe, overrides and hyper-parameters must match.
         progress: show tqdm progress bars (with running mean losses).
         betas, eps, weight_decay: Adam settings (official: (0.5, 0.999), 1e-8, 0).
-        shuffle: ``False`` (official HEAD: meta.json order every epoch) or ``True`` (a seeded permutation per epoch).
+        shuffle: ``False`` (meta.json order every epoch, Tipsomaly at HEAD) or ``True`` (a seeded permutation per
+            epoch, AnomalyCLIP's shuffling loader); default: the recipe's.
         split: the dataset split to train on (``"test"``, the zero-shot protocol).
         classes: train on these classes only (default: all).
         loss: loss settings (default: focal gamma 2 + the two dice terms, as official).
@@ -351,6 +360,11 @@ def train_prompts(
     from zsad.data import AnomalyDataset, open_dataset
 
     started = time.perf_counter()
+    defaults = _recipe_config(recipe, overrides or {}).training
+    epochs = defaults.epochs if epochs is None else epochs
+    batch_size = defaults.batch_size if batch_size is None else batch_size
+    lr = defaults.lr if lr is None else lr
+    shuffle = defaults.shuffle if shuffle is None else shuffle
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
