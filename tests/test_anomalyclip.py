@@ -326,3 +326,18 @@ def test_zsad_train_anomalyclip_writes_prompts_that_predict_and_resume(tmp_path,
         assert torch.equal(t, resumed.tensors()[name]), name  # a resumed run equals an uninterrupted one
     det = Detector.load(out, device="cpu")
     assert det.prompts.trained and det.predict(DATASET / "screw/test/good/000.png").anomaly_map.shape == (260, 200)
+
+
+def test_large_cpu_batches_run_in_sub_batches_with_the_same_result(monkeypatch):
+    import zsad.backbones.openclip as oc
+
+    bb = backbone(dpam_start=2, global_ln_post=False, pos_interpolation="bilinear")
+    x = pixels()[:3]
+    request = FeatureRequest(layers=(1, 4))
+    with torch.no_grad():
+        whole = bb.image_features(x, request)
+        monkeypatch.setattr(oc, "_CPU_TOKENS_PER_PASS", 401)  # one 280 px image (20 x 20 + 1 tokens) per pass
+        parts = bb.image_features(x, request)
+    for a, b in ((whole.patches, parts.patches), (whole.layers[4], parts.layers[4]),
+                 (whole.globals["object"], parts.globals["object"])):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

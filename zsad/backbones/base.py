@@ -204,6 +204,30 @@ class ImageFeatures:
             unprojected_patches=None if self.unprojected_patches is None else l2_normalize(self.unprojected_patches),
         )
 
+    @staticmethod
+    def concat(parts: Sequence["ImageFeatures"]) -> "ImageFeatures":
+        """The features of consecutive sub-batches as one batch (``extras`` of the first part).
+
+        Example:
+            >>> f = ImageFeatures({"object": torch.ones(1, 2)}, torch.zeros(1, 4, 2), (2, 2), layers={3: torch.ones(1, 4, 2)})
+            >>> g = ImageFeatures.concat([f, f])
+            >>> g.patches.shape, g.layers[3].shape, g.globals["object"].shape
+            (torch.Size([2, 4, 2]), torch.Size([2, 4, 2]), torch.Size([2, 2]))
+        """
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        cat = lambda get: torch.cat([get(p) for p in parts])  # noqa: E731
+        return ImageFeatures(
+            {role: cat(lambda p, r=role: p.globals[r]) for role in first.globals},
+            cat(lambda p: p.patches),
+            first.grid,
+            first.extras,
+            windows={s: cat(lambda p, s=s: p.windows[s]) for s in first.windows},
+            layers={i: cat(lambda p, i=i: p.layers[i]) for i in first.layers},
+            unprojected_patches=None if first.unprojected_patches is None else cat(lambda p: p.unprojected_patches),
+        )
+
     def rows(self, index: torch.Tensor | slice) -> "ImageFeatures":
         """The features of some images of the batch (``index`` selects along the batch axis; ``extras`` as is)."""
         pick = lambda t: t[index]  # noqa: E731

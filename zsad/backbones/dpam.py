@@ -81,12 +81,14 @@ def dual_path_blocks(
     """Run batch-first tokens ``(B, L, C)`` through ``blocks`` with DPAM from block ``start`` (1-based) on.
 
     Returns the output of the original path after the last block and, for every block in ``collect``, what a
-    feature layer sees there: the V-V path at DPAM blocks, the plain block output before them.
+    feature layer sees there: the V-V path at DPAM blocks, the plain block output before them. The V-V path is
+    computed only up to the last collected DPAM block (the original path does not depend on it).
     """
     h, vv = x, None
     seen: dict[int, torch.Tensor] = {}
+    last = max((i for i in collect if i >= start), default=0)  # the V-V path is not needed after it
     for index, block in enumerate(blocks, 1):
-        if index < start:
+        if index < start or index > last:
             h = block(h)
             if index in collect:
                 seen[index] = h

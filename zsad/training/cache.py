@@ -9,7 +9,8 @@ image instead, under a folder whose name carries a key of everything the feature
 
 * the dataset (name and description file),
 * the backbone: its config (name, checkpoint, options), a digest of its weights, and a hash of the source code of
-  its module, of :mod:`zsad.backbones.base` and of :mod:`zsad.io` (so a code change invalidates the cache),
+  its module, of the loaded :mod:`zsad.backbones` modules (the contract, DPAM, text towers) and of :mod:`zsad.io`
+  (so a code change invalidates the cache),
 * the preprocessing: image size, resize filter, mean/std, EXIF and bit-depth handling, the backbone dtype;
 * the features the heads request (layers, windows).
 
@@ -150,7 +151,8 @@ def feature_cache_key(detector, dataset, request=None) -> dict[str, Any]:
             "options": cfg.backbone.options,
             "class": f"{module}.{type(backbone).__qualname__}",
             "weights": weights_digest(backbone),
-            "code": _source_digest(module, "zsad.backbones.base", "zsad.io"),
+            "code": _source_digest(*sorted(m for m in sys.modules if m.startswith("zsad.backbones.")), module,
+                                   "zsad.io"),
         },
         "preprocess": {
             **cfg.preprocess.model_dump(mode="json"),
