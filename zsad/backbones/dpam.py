@@ -12,7 +12,8 @@ result runs on its own residual path:
 
 A block's output seen by a feature layer is the V-V path at DPAM blocks and the plain output elsewhere. Both
 attentions share one ``in_proj`` and one ``out_proj`` per block and run through
-:func:`torch.nn.functional.scaled_dot_product_attention`.
+:func:`torch.nn.functional.scaled_dot_product_attention`, as does the attention of the blocks before ``start``
+(the same arithmetic as open_clip's blocks, without materialising the attention matrix).
 
 Example (a 2-block tower of open_clip blocks; DPAM on block 2):
     >>> import torch
@@ -40,21 +41,21 @@ __all__ = ["dual_path_blocks", "check_dpam_blocks"]
 
 
 def check_dpam_blocks(blocks: Sequence[nn.Module], start: int, owner: str) -> None:
-    """Raise :class:`~zsad.errors.ConfigError` unless blocks ``start..L`` (1-based) can run V-V attention.
+    """Raise :class:`~zsad.errors.ConfigError` unless the tower can run V-V attention from block ``start`` (1-based).
 
-    ``start`` must name a block of the tower, and each DPAM block must be a pre-norm block with a
-    ``torch.nn.MultiheadAttention`` (open_clip's ``ResidualAttentionBlock``).
+    ``start`` must name a block of the tower, and every block must be a pre-norm block with a packed
+    ``torch.nn.MultiheadAttention`` (open_clip's ``ResidualAttentionBlock``, as in CLIP ViTs).
     """
     depth = len(blocks)
     if isinstance(start, bool) or not isinstance(start, int) or not 1 <= start <= depth:
         raise ConfigError(
-            f"dpam_start={start!r} is past the image tower of {owner}, which has {depth} blocks: DPAM (V-V attention) "
+            f"dpam_start={start!r} is not a block of the image tower of {owner}, which has {depth} blocks: DPAM (V-V attention) "
             f"starts at a block in 1..{depth} (1-based; AnomalyCLIP uses 6 of 24, i.e. the last 19 blocks). Set "
             "backbone.options.dpam_start (dpam_start=...) accordingly, or null for the plain tower."
         )
     from open_clip.transformer import ResidualAttentionBlock
 
-    for index in range(start, depth + 1):
+    for index in range(1, depth + 1):
         block = blocks[index - 1]
         packed = isinstance(block, ResidualAttentionBlock) and isinstance(block.attn, nn.MultiheadAttention)
         if not packed or block.attn.in_proj_weight is None or hasattr(block, "ln_1_kv"):
@@ -64,15 +65,16 @@ def check_dpam_blocks(blocks: Sequence[nn.Module], start: int, owner: str) -> No
             )
 
 
-def _two_attentions(attn: nn.MultiheadAttention, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ordinary attention, V-V attention)`` of batch-first ``y`` ``(B, L, C)``, both through ``out_proj``."""
+def _attentions(attn: nn.MultiheadAttention, y: torch.Tensor, vv: bool) -> list[torch.Tensor]:
+    """The ordinary attention of batch-first ``y`` ``(B, L, C)`` and, with ``vv``, the V-V attention; each through
+    ``out_proj``."""
     b, n, c = y.shape
     heads = attn.num_heads
     qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, heads, c // heads)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, L, d_head) each
-    both = torch.stack([F.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(v, v, v)])
-    out = attn.out_proj(both.transpose(2, 3).reshape(2, b, n, c))
-    return out[0], out[1]
+    outs = [F.scaled_dot_product_attention(q, k, v)] + ([F.scaled_dot_product_attention(v, v, v)] if vv else [])
+    out = attn.out_proj(torch.stack(outs).transpose(2, 3).reshape(len(outs), b, n, c))
+    return list(out.unbind(0))
 
 
 def dual_path_blocks(
@@ -88,15 +90,12 @@ def dual_path_blocks(
     seen: dict[int, torch.Tensor] = {}
     last = max((i for i in collect if i >= start), default=0)  # the V-V path is not needed after it
     for index, block in enumerate(blocks, 1):
-        if index < start or index > last:
-            h = block(h)
-            if index in collect:
-                seen[index] = h
-            continue
-        orig, vv_attn = _two_attentions(block.attn, block.ln_1(h))
-        vv = (h if vv is None else vv) + block.ls_1(vv_attn)
-        h = h + block.ls_1(orig)
+        dual = start <= index <= last
+        attentions = _attentions(block.attn, block.ln_1(h), vv=dual)
+        if dual:
+            vv = (h if vv is None else vv) + block.ls_1(attentions[1])
+        h = h + block.ls_1(attentions[0])
         h = h + block.ls_2(block.mlp(block.ln_2(h)))
         if index in collect:
-            seen[index] = vv
+            seen[index] = vv if dual else h
     return h, seen

@@ -40,7 +40,7 @@ from torch import nn
 
 from zsad.errors import ConfigError
 
-__all__ = ["PromptStrategy", "ensemble_prototype"]
+__all__ = ["PromptStrategy", "ensemble_prototype", "learnable_width"]
 
 
 def ensemble_prototype(sentence_embeddings: torch.Tensor) -> torch.Tensor:
@@ -50,6 +50,25 @@ def ensemble_prototype(sentence_embeddings: torch.Tensor) -> torch.Tensor:
     normalize=False)``) it is WinCLIP's (the normalisation comes after the mean).
     """
     return torch.nn.functional.normalize(sentence_embeddings.float().mean(dim=0), dim=-1)
+
+
+def learnable_width(backbone, tokens: torch.Tensor | None, label: str, fix: str) -> int:
+    """The width of *backbone*'s learnable prompt tokens, once checked that it takes them and that ``tokens`` (a
+    strategy's current ``(n, width)`` tokens, or ``None`` before initialisation) fit; errors name both widths.
+
+    ``label`` names the tokens (e.g. "The learnable prompts (tipsomaly-mvtec)"), ``fix`` says what to use instead.
+    """
+    name = type(backbone).__name__
+    if not backbone.supports_learnable_prompts:
+        raise ConfigError(
+            f"The backbone {name} cannot take learnable prompts (its text tower accepts no prefix embeddings); {fix}"
+        )
+    width = int(backbone.prompt_width)
+    if tokens is not None and tokens.shape[-1] != width:
+        raise ConfigError(
+            f"{label} are {tokens.shape[-1]} wide but the text tower of {name} takes {width}-wide tokens; {fix}"
+        )
+    return width
 
 
 class PromptStrategy(nn.Module, abc.ABC):

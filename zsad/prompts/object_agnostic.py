@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from zsad.errors import ConfigError
-from zsad.prompts.base import PromptStrategy, ensemble_prototype
+from zsad.prompts.base import PromptStrategy, ensemble_prototype, learnable_width
 from zsad.prompts.checkpoint import AnomalyClipTokens, load_anomalyclip_checkpoint, save_anomalyclip_checkpoint
 from zsad.prompts.templates import get_prompt_list, normalize_class_name
 
@@ -117,21 +117,12 @@ class ObjectAgnosticPrompts(PromptStrategy):
     def bind(self, backbone) -> "ObjectAgnosticPrompts":
         """Check (or create) the tokens for *backbone*'s text tower; widths that do not fit are refused."""
         name = type(backbone).__name__
-        if not backbone.supports_learnable_prompts:
-            raise ConfigError(
-                f"The backbone {name} cannot take learnable prompts (its text tower accepts no prefix embeddings); "
-                "AnomalyCLIP's prompts need a CLIP text tower such as the 'open_clip' backbone's."
-            )
-        width = int(backbone.prompt_width)
+        fix = ("use prompts trained for this backbone (the released anomalyclip-visa / anomalyclip-mvtec fit "
+               "ViT-L-14-336:openai, 768 wide) or train new ones with `zsad train --recipe anomalyclip`.")
+        width = learnable_width(backbone, self.ctx_pos, f"The AnomalyCLIP prompts ({self.checkpoint or 'random init'})",
+                                fix)
         if self.ctx_pos is None:
             self._set(self._random(width))
-        elif self.ctx_pos.shape[1] != width:
-            raise ConfigError(
-                f"The AnomalyCLIP prompts ({self.checkpoint or 'random init'}) are {self.ctx_pos.shape[1]} wide but the "
-                f"text tower of {name} takes {width}-wide tokens; use prompts trained for this backbone (the "
-                "released anomalyclip-visa / anomalyclip-mvtec fit ViT-L-14-336:openai, 768 wide) or train new ones "
-                "with `zsad train --recipe anomalyclip`."
-            )
         if len(self.deep) and not backbone.supports_deep_prompts:
             raise ConfigError(
                 f"The AnomalyCLIP prompts have {len(self.deep)} deep prompts but the text tower of {name} does not take "
