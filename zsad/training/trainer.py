@@ -73,7 +73,8 @@ def learnable_prompts_of(detector) -> Any:
     if not learned.prompt_tokens():
         raise ConfigError(
             f"The prompt strategy {detector.config.prompts.strategy!r} has no learnable prompt tokens; train with "
-            "prompts.strategy='decoupled' (Tipsomaly) or 'learnable' (e.g. --set prompt_strategy=decoupled)."
+            "prompts.strategy='decoupled' (Tipsomaly), 'learnable' or 'object_agnostic' (AnomalyCLIP) (e.g. --set "
+            "prompt_strategy=decoupled)."
         )
     width = int(backbone.prompt_width)
     t_n = learned.prompt_tokens()[0]
@@ -169,7 +170,10 @@ def mask_labels(masks: Any, original_sizes: Sequence[tuple[int, int]]) -> torch.
         >>> mask_labels([m, None, np.zeros((4, 4))], [(4, 4)] * 3).tolist()
         [1, 0, 0]
     """
-    arrays = _mask_arrays(masks, original_sizes)
+    return _labels(_mask_arrays(masks, original_sizes))
+
+
+def _labels(arrays: Sequence[np.ndarray | None]) -> torch.Tensor:
     return torch.tensor([int(a is not None and bool(np.any(a))) for a in arrays], dtype=torch.long)
 
 
@@ -251,9 +255,7 @@ class PromptTrainer:
         features, sizes = self.encode_images(images)
         arrays = _mask_arrays(masks, sizes)
         mask_tensor = _resized(arrays, int(self.detector.config.preprocess.image_size))
-        if labels is None:
-            labels = torch.tensor([int(a is not None and bool(np.any(a))) for a in arrays], dtype=torch.long)
-        return self.step_features(features, mask_tensor, labels)
+        return self.step_features(features, mask_tensor, _labels(arrays) if labels is None else labels)
 
     def step_features(
         self, features: ImageFeatures, masks: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None
