@@ -101,6 +101,12 @@ def recipes_markdown() -> str:
     for alias, path in OVERRIDE_ALIASES.items():
         section, _, field = path.partition(".")
         model = getattr(defaults, section)
+        field, _, option = field.partition(".")
+        if option:  # an option of a component (e.g. heads.options.pixel_map.layers): the component documents it
+            owner, _, name = option.rpartition(".")
+            desc = f"the `{name}` option of the {f'`{owner}` head' if owner else section}, set by the recipes that use it"
+            out.append(f"| `{alias}` | `{path}` | (component default) | {desc} |")
+            continue
         desc = type(model).model_fields[field].description or ""
         out.append(f"| `{alias}` | `{path}` | {_cell(getattr(model, field))} | {desc} |")
     for field in ("name", "description", "batch_size"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tips_factory import FIXTURE, copy_fixture_checkpoint
+from tips_factory import FIXTURE
 from zsad.cli import main, parse_set
 
 TINY = [

@@ -90,3 +90,13 @@ def test_unknown_head_options_name_the_head():
         Detector.from_recipe("tipsomaly", backbone_checkpoint=None, prompt_strategy="fixed", prompt_checkpoint=None,
                              image_size=56, backbone_options={"random_config": "tiny"}, device="cpu",
                              head_options={"pixel_map": {"radius": 3}})
+
+
+def test_method_overrides_apply_inside_the_whole_options_they_refine():
+    cfg = get_recipe("anomalyclip")
+    # the order of keys does not matter: the whole backbone.options first, then dpam_start inside it
+    out = cfg.with_overrides(dpam_start=2, **{"backbone.options": {"model_config": "tiny"}}, feature_layers=[3, 4])
+    assert out.backbone.options == {"model_config": "tiny", "dpam_start": 2}
+    assert out.heads.options["pixel_map"] == {"layers": [3, 4], "loss_weight": 4.0}
+    assert (out.training.epochs, out.training.shuffle) == (15, True)
+    assert get_recipe("tipsomaly").training.epochs == 2

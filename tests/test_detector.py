@@ -119,7 +119,7 @@ def test_build_errors(tmp_path):
         Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE), image_size=56, device="cpu", dtype="float8")
     with pytest.raises(ConfigError, match="multiple of the patch size"):
         Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE), image_size=500, device="cpu")
-    with pytest.raises(ConfigError, match="1024 wide but the backbone's text tower takes 64"):
+    with pytest.raises(ConfigError, match="1024 wide but the text tower of TipsBackbone takes 64"):
         Detector.from_recipe("tipsomaly", backbone_checkpoint=str(FIXTURE), image_size=56, device="cpu")  # built-in 1024-wide
     with pytest.raises(UnknownComponentError, match="Did you mean: 'tipsomaly'"):
         Detector.from_recipe("tipsomally")

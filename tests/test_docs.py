@@ -35,6 +35,7 @@ Conventions for documentation writers:
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -99,6 +100,8 @@ def tiny_config(config):
 
     overrides: dict = {"image_size": 56}
     ckpt = config.backbone.checkpoint
+    if config.backbone.name == "open_clip" and ckpt == "ViT-L-14-336:openai" and "dpam_start" in config.backbone.options:
+        return _tiny_anomalyclip(config, overrides)
     if ckpt is not None and not Path(ckpt).exists():
         if config.backbone.name in ("open_clip", "siglip2"):
             raise AssertionError(
@@ -108,6 +111,20 @@ def tiny_config(config):
         overrides["backbone_checkpoint"] = str(FIXTURE)  # TIPS, or a wrapper around it (the plugin tutorial)
     if config.prompts.checkpoint in BUILTIN_PROMPTS:
         overrides["prompt_checkpoint"] = str(FIXTURE / "learnable_params.pth")
+    return config.with_overrides(**overrides)
+
+
+def _tiny_anomalyclip(config, overrides: dict):
+    """The anomalyclip recipe on its parity fixture's tiny CLIP (4 vision blocks: DPAM from block 2, layers <= 4)."""
+    fixture = ROOT / "tests" / "fixtures" / "anomalyclip-parity"
+    options = {**config.backbone.options, "dpam_start": 2,
+               "model_config": json.loads((fixture / "model_config.json").read_text())}
+    overrides.update({"backbone_checkpoint": str(fixture / "clip.pt"), "backbone.options": options})
+    layers = config.heads.options.get("pixel_map", {}).get("layers")
+    if layers:
+        overrides["feature_layers"] = sorted({min(4, max(1, int(i) // 6)) for i in layers})
+    if config.prompts.checkpoint in ("anomalyclip-visa", "anomalyclip-mvtec"):
+        overrides["prompt_checkpoint"] = str(fixture / "prompt_learner.pth")
     return config.with_overrides(**overrides)
 
 

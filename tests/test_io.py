@@ -116,3 +116,20 @@ def test_resize_map_is_torch_bilinear():
         got = resize_map(amap, size)
         assert got.dtype == np.float32 and got.shape == size
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "L", "RGB", "CMYK"])
+def test_resize_before_conversion_keeps_the_file_mode(tmp_path, mode):
+    """rgb_conversion='after_resize': PIL resize in the file's own mode, then convert('RGB') (AnomalyCLIP's order)."""
+    rgba = np.random.default_rng(1).integers(0, 256, (23, 31, 4), dtype=np.uint8)
+    img = Image.fromarray(rgba, "RGBA").convert(mode)
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    img.save(path)
+    with Image.open(path) as im:
+        expected = np.asarray(im.resize((28, 28), Image.BICUBIC).convert("RGB")).astype(np.float32) / 255
+    batch = prepare_batch([path], 28, resample="bicubic", rgb_conversion="after_resize")
+    np.testing.assert_array_equal(batch.pixels[0].permute(1, 2, 0).numpy(), expected)
+    assert batch.original_sizes == [(23, 31)]
+    if mode in ("P", "RGBA"):  # the order matters for these modes
+        before = prepare_batch([path], 28, resample="bicubic").pixels
+        assert not torch.equal(before, batch.pixels)

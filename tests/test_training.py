@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from zsad import Detector
-from zsad.data import AnomalyDataset, Sample, open_dataset, read_mask
+from zsad.data import AnomalyDataset, open_dataset, read_mask
 from zsad.errors import CheckpointError, ConfigError, DatasetError
 from zsad.training import PromptTrainer, SegmentationLoss, dice_loss, focal_loss, train_prompts
 from zsad.training.state import read_train_state

@@ -81,6 +81,8 @@ def test_table_covers_the_documented_checkpoints():
         if c.kind == "tips":
             assert c.licence == "CC-BY-4.0" and "ICLR 2025" in c.attribution
             assert all(f.licence == "CC-BY-4.0" and f.relpath for f in c.files)
+        elif c.kind == "prompts":  # a method's released prompts: files from the method's repository
+            assert c.licence == "MIT" and c.files and all(f.url.startswith("https://") for f in c.files)
         else:
             assert c.repo_id and not c.files
     assert w.get_checkpoint("google/siglip2-base-patch16-224").licence == "Apache-2.0"

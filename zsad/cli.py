@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zsad import __version__
-from zsad._files import write_json
 from zsad.errors import ZsadError
 
 __all__ = ["main", "parse_set"]
@@ -290,6 +289,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
         else:
             _print_table(rows, ["name", "kind", "size", "sha256", "licence", "cached"])
             print("TIPS weights and tokenizer: CC-BY 4.0, Google DeepMind (TIPS, ICLR 2025; TIPSv2, CVPR 2026). "
+                  "AnomalyCLIP prompts: MIT, Qihang Zhou et al. (ICLR 2024). "
                   f"Cache: {weights.cache_dir()}")
         return 0
     if args.action == "path":
@@ -361,9 +361,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
-    from zsad.prompts.checkpoint import convert_official_checkpoint
+    from zsad.prompts.checkpoint import convert_official_checkpoint, read_prompt_file
 
-    print(convert_official_checkpoint(args.src, args.dest))
+    out = convert_official_checkpoint(args.src, args.dest)
+    print(f"{out} ({read_prompt_file(out).describe()})")
     return 0
 
 
@@ -477,20 +478,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate, usage_error=p.error)
 
-    p = _sub(sub, "train", "learn the localisation prompt tokens on an auxiliary dataset",
+    p = _sub(sub, "train", "learn a recipe's prompt tokens on an auxiliary dataset",
              "  zsad train --data data/mvtec --out runs/prompts-mvtec\n"
              "  zsad train --data data/visa --out runs/p --epochs 2 --batch-size 8 --device cuda\n"
+             "  zsad train --recipe anomalyclip --data data/mvtec --out runs/anomalyclip-mvtec --device cuda\n"
              "  zsad predict img.png --set prompt_checkpoint=runs/p/prompts.safetensors\n")
     _add_recipe_args(p)
     p.add_argument("--data", required=True, help="dataset folder or meta.json with masks (its test split is used)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, record)")
-    p.add_argument("--epochs", type=_positive_int, default=2)
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=_positive_int, default=None, help="default: the recipe's (tipsomaly 2, anomalyclip 15)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="default: the recipe's (8)")
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's (1e-3)")
     p.add_argument("--seed", type=int, default=111)
     p.add_argument("--resume", default=None, help="resume from a training checkpoint")
     p.add_argument("--feature-cache", default=None, help="folder to cache image features across runs")
-    p.add_argument("--shuffle", action="store_true", help="a new seeded order every epoch (official: fixed order)")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
+                   help="a new seeded order every epoch (default: the recipe's; tipsomaly: fixed order, anomalyclip: "
+                   "shuffled)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -570,8 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("path")
     p.set_defaults(func=cmd_data)
 
-    p = _sub(sub, "prompts", "convert an official Tipsomaly .pth prompt checkpoint to zsad safetensors",
-             "  zsad prompts learnable_params_2.pth prompts.safetensors\n")
+    p = _sub(sub, "prompts",
+             "convert an official prompt checkpoint (Tipsomaly .pth, AnomalyCLIP epoch_N.pth) to zsad safetensors",
+             "  zsad prompts learnable_params_2.pth prompts.safetensors\n"
+             "  zsad prompts checkpoints/9_12_4_multiscale/epoch_15.pth anomalyclip.safetensors\n"
+             "  zsad predict img.png --recipe anomalyclip --set prompt_checkpoint=anomalyclip.safetensors\n")
     p.add_argument("src")
     p.add_argument("dest")
     p.set_defaults(func=cmd_prompts)

@@ -76,6 +76,10 @@ PROMPTS.add_lazy("learnable", "zsad.prompts.learnable:learnable_from_config", "L
 PROMPTS.add_lazy(
     "decoupled", "zsad.prompts.decoupled:decoupled_from_config", "Fixed prompts for images, learned for pixels."
 )
+PROMPTS.add_lazy(
+    "object_agnostic", "zsad.prompts.object_agnostic:object_agnostic_from_config",
+    "AnomalyCLIP: learned normal/abnormal contexts for 'object.' / 'damaged object.' with deep prompts.",
+)
 
 for _name, _desc in (
     ("S1", "p_a(g_o, G_f): object-centric global token."),
@@ -88,6 +92,10 @@ for _name, _desc in (
 HEADS.add_lazy("pixel_map", "zsad.heads.pixel:PixelMapHead", "Upsampled, Gaussian-smoothed patch anomaly map.")
 HEADS.add_lazy("winclip", "zsad.heads.winclip:winclip_image", "WinCLIP: p_a of the image embedding.")
 HEADS.add_lazy("winclip_map", "zsad.heads.winclip:winclip_map", "WinCLIP: harmonic aggregation of window scores.")
+HEADS.add_lazy(
+    "anomalyclip", "zsad.heads.anomalyclip:anomalyclip_image",
+    "AnomalyCLIP: p_a of the global token; trained with the image cross-entropy.",
+)
 HEADS.add_lazy("patch_memory", "zsad.heads.memory:patch_memory", "Normal references: nearest reference patch.")
 HEADS.add_lazy("winclip_memory", "zsad.heads.winclip:winclip_memory", "WinCLIP+ references: patches and windows.")
 

@@ -29,6 +29,7 @@ __all__ = [
     "PromptConfig",
     "HeadConfig",
     "PreprocessConfig",
+    "TrainingConfig",
     "DetectorConfig",
     "OVERRIDE_ALIASES",
     "format_validation_error",
@@ -109,10 +110,27 @@ class PreprocessConfig(_Frozen):
         "antialias, no rounding or clamping (torchvision on tensors, as anomalib).",
     )
     exif_transpose: bool = Field(False, description="Apply EXIF orientation before resizing (official: no).")
+    rgb_conversion: Literal["before_resize", "after_resize"] = Field(
+        "before_resize",
+        description="Convert images to RGB before the resize (official Tipsomaly) or after it, resizing in the "
+        "file's own mode (official AnomalyCLIP / torchvision: 'P' images resized with nearest neighbours).",
+    )
     high_bit_depth: Literal["error", "scale", "clip"] = Field(
         "error",
         description="16-bit/float images: refuse ('error'), scale to 8 bit ('scale'), or clip at 255 like PIL's "
         "convert('RGB') in the official pipeline ('clip').",
+    )
+
+
+class TrainingConfig(_Frozen):
+    """How the recipe's prompts are learned by default (``zsad train``; arguments of ``train_prompts`` override it)."""
+
+    epochs: int = Field(2, ge=1, description="Epochs (Tipsomaly: 2; AnomalyCLIP: 15).")
+    batch_size: int = Field(8, ge=1, description="Images per optimiser step (official: 8).")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (official: 1e-3).")
+    shuffle: bool = Field(
+        False, description="A new seeded order every epoch (AnomalyCLIP's shuffling loader) or the dataset order "
+        "(Tipsomaly at HEAD)."
     )
 
 
@@ -126,6 +144,7 @@ class DetectorConfig(_Frozen):
     heads: HeadConfig = Field(default_factory=HeadConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     batch_size: int = Field(8, ge=1, description="Images per forward pass.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @field_validator("name")
     @classmethod
@@ -161,9 +180,14 @@ class DetectorConfig(_Frozen):
             raise ConfigError(format_validation_error(exc, source)) from None
 
     def with_overrides(self, **overrides: Any) -> "DetectorConfig":
-        """A copy with fields replaced; keys are flat aliases (``image_size``) or dotted paths (``heads.sigma``)."""
+        """A copy with fields replaced; keys are flat aliases (``image_size``) or dotted paths (``heads.sigma``).
+
+        Shallower paths apply first, so ``{"backbone.options": {...}, "dpam_start": 2}`` keeps the ``dpam_start``
+        (``backbone.options.dpam_start``) whatever the order of the keys.
+        """
         data = self.model_dump()
-        for key, value in overrides.items():
+        depth = lambda item: OVERRIDE_ALIASES.get(item[0], item[0]).count(".")  # noqa: E731
+        for key, value in sorted(overrides.items(), key=depth):
             path = OVERRIDE_ALIASES.get(key, key).split(".")
             node = data
             for depth, part in enumerate(path[:-1]):
@@ -200,6 +224,9 @@ OVERRIDE_ALIASES = {
     "image_size": "preprocess.image_size",
     "resample": "preprocess.resample",
     "exif_transpose": "preprocess.exif_transpose",
+    "rgb_conversion": "preprocess.rgb_conversion",
+    "feature_layers": "heads.options.pixel_map.layers",
+    "dpam_start": "backbone.options.dpam_start",
     "high_bit_depth": "preprocess.high_bit_depth",
 }
 

@@ -408,6 +408,7 @@ class Detector:
             high_bit_depth=pre.high_bit_depth,
             executor=executor,
             backend=pre.resize_backend,
+            rgb_conversion=pre.rgb_conversion,
         )
 
     def iter_batches(

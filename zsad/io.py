@@ -10,6 +10,8 @@ Accepted inputs (documented in :meth:`zsad.Detector.predict`):
 * a ``PIL.Image.Image``: RGB as is; ``L``, ``LA``, ``P``, ``RGBA``, ``CMYK``, ``YCbCr`` ... through
   ``convert("RGB")`` as the official pipeline (alpha is dropped without compositing); 16-bit and float modes
   (``I;16``, ``I``, ``F``) per ``high_bit_depth``: refused by default, since ``convert("RGB")`` clips them at 255;
+  ``rgb_conversion="after_resize"`` resizes in the file's own mode and converts afterwards (the AnomalyCLIP /
+  torchvision order: ``P`` images are then resized with nearest neighbours, ``RGBA`` with premultiplied alpha);
 * a ``numpy.ndarray``: ``H x W x 3`` (or ``x 4``, alpha dropped; or ``H x W`` grayscale) ``uint8`` RGB;
 * a ``torch.Tensor``: ``3 x H x W`` or ``B x 3 x H x W`` float in [0, 1] (resized with torch bilinear+antialias
   when not already ``S x S``).
@@ -69,8 +71,13 @@ def load_image(
     *,
     exif_transpose: bool = False,
     high_bit_depth: Literal["error", "scale", "clip"] = "error",
+    keep_mode: bool = False,
 ) -> Image.Image:
-    """Load a path, PIL image or uint8 array as an RGB ``PIL.Image`` (see the module docstring for the rules)."""
+    """Load a path, PIL image or uint8 array as an RGB ``PIL.Image`` (see the module docstring for the rules).
+
+    ``keep_mode=True`` leaves 8-bit images in their own mode (``P``, ``RGBA``, ``L``, ...) for a resize before the
+    conversion; 16-bit and float modes are still handled per ``high_bit_depth``.
+    """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -92,6 +99,8 @@ def load_image(
         )
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{_describe(source)} is empty ({image.width}x{image.height} pixels); give a real image.")
+    if keep_mode and image.mode not in _HIGH_BIT_MODES:
+        return image
     with reading(_describe(source), ImageError, fix=_REEXPORT):
         return _to_rgb(image, _describe(source), high_bit_depth)
 
@@ -156,6 +165,7 @@ def prepare_array(image: Image.Image, size: int, resample: str = "bilinear") -> 
         [1.0, 0.0, 0.0]
     """
     resized = image.resize((size, size), _RESAMPLE[resample])
+    resized = resized if resized.mode == "RGB" else resized.convert("RGB")  # a file's own mode: convert after
     return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
 
 
@@ -165,6 +175,7 @@ def _resized(image: Image.Image, size: int, resample: str, backend: str, torch_f
     ``torch_free`` (the exported-model path) makes the ``torch`` backend resize float32 planes with PIL instead
     (:func:`resize_float_planes`), which agrees with torch's resize to ~1e-5 without importing it.
     """
+    image = image if backend == "pil" or image.mode == "RGB" else image.convert("RGB")
     if backend == "torch" and torch_free:
         return resize_float_planes(np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255), size, resample)
     if backend == "torch":
@@ -196,11 +207,12 @@ def resize_float_planes(array: np.ndarray, size: int, resample: str = "bicubic")
 
 
 def prepare(image: Image.Image, size: int, resample: str = "bilinear", mean=None, std=None, backend: str = "pil"):
-    """Resize an RGB PIL image to ``size x size`` and return a ``(3, size, size)`` float tensor (normalised if asked).
+    """Resize a PIL image to ``size x size`` and return a ``(3, size, size)`` float tensor (normalised if asked).
 
-    ``backend="pil"`` resizes the 8-bit image with PIL (the official Tipsomaly pipeline); ``"torch"`` converts to
-    float32 in [0, 1] first and resizes with :func:`resize_tensor` (torchvision's resize of float tensors, as
-    anomalib): no rounding, no clamping, so bicubic values may overshoot [0, 1].
+    ``backend="pil"`` resizes the 8-bit image with PIL (the official Tipsomaly pipeline); an image that is not RGB
+    yet is resized in its own mode and converted afterwards. ``"torch"`` converts to float32 in [0, 1] first and
+    resizes with :func:`resize_tensor` (torchvision's resize of float tensors, as anomalib): no rounding, no
+    clamping, so bicubic values may overshoot [0, 1].
     """
     import torch
 
@@ -328,11 +340,13 @@ def prepare_batch(
     executor: Executor | None = None,
     backend: Literal["pil", "torch"] = "pil",
     output: Literal["torch", "numpy"] = "torch",
+    rgb_conversion: Literal["before_resize", "after_resize"] = "before_resize",
 ) -> PreparedBatch:
     """Load and preprocess a list of inputs (tensors may carry several images) into one batch.
 
     Images are resized by ``backend`` (see :func:`prepare`); tensors always with torch, bilinear for the ``pil``
-    backend and ``resample`` for the ``torch`` one.
+    backend and ``resample`` for the ``torch`` one. ``rgb_conversion`` says whether images are converted to RGB
+    before the resize (default, official Tipsomaly) or after it (``"after_resize"``, torchvision's order).
 
     With an ``executor`` (e.g. a thread pool) the images are decoded and resized in parallel; Pillow releases the
     GIL while it works, so threads help. The order of the batch is the order of ``inputs``. ``output="numpy"``
@@ -344,7 +358,8 @@ def prepare_batch(
         if is_tensor(item):
             mode = resample if backend == "torch" else "bilinear"
             return [(p, hw, None) for p, hw in _tensor_items(item, size, mode)]
-        image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth)
+        image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth,
+                           keep_mode=rgb_conversion == "after_resize" and backend == "pil")
         path = str(item) if isinstance(item, (str, os.PathLike)) else None
         return [(_resized(image, size, resample, backend, output == "numpy"), (image.height, image.width), path)]
 

@@ -39,3 +39,38 @@ def test_pixel_map_sigmoid_blend_and_zero_sigma():
     torch.testing.assert_close(out, torch.full((1, 4, 4), 0.7))
     with pytest.raises(Exception, match="sigma"):
         PixelMapHead(sigma=-1)
+
+
+def test_pixel_map_over_layers_sums_and_trains_each_layer():
+    from zsad.heads.losses import SegmentationLoss
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.softmax(torch.randn(2, 9, 2, generator=gen), dim=-1) for _ in range(2))
+    inputs = ScoreInputs({}, a, (3, 3), layer_probs={2: a, 5: b})
+    single = PixelMapHead(sigma=1)
+    both = PixelMapHead(sigma=1, layers=[2, 5], loss_weight=4)
+    assert both.feature_request.layers == (2, 5)
+    torch.testing.assert_close(both(inputs, (12, 12)),
+                               single(inputs, (12, 12)) + single(ScoreInputs({}, b, (3, 3)), (12, 12)))
+    masks = torch.zeros(2, 12, 12)
+    masks[0, 3:8, 2:6] = 1
+    crit = SegmentationLoss()
+    la, lb = single.loss(inputs, masks, crit), single.loss(ScoreInputs({}, b, (3, 3)), masks, crit)
+    got = both.loss(inputs, masks, crit)
+    for name in ("focal", "dice_pos", "dice_neg"):
+        torch.testing.assert_close(got[name], la[name] + lb[name])
+    torch.testing.assert_close(got["total"], 4 * (la["total"] + lb["total"]))
+    with pytest.raises(Exception, match="distinct whole block numbers"):
+        PixelMapHead(layers=[0])
+    with pytest.raises(Exception, match="loss_weight"):
+        PixelMapHead(loss_weight=0)
+
+
+def test_anomalyclip_image_head_is_trained_with_the_image_cross_entropy():
+    logits = torch.tensor([[0.3, -0.2], [1.0, 2.5], [0.0, 0.1]]) / 0.07
+    inputs = ScoreInputs({"object": logits.softmax(-1)}, torch.zeros(3, 1, 2), (1, 1))
+    head = create_head("anomalyclip")
+    labels = torch.tensor([0, 1, 1])
+    torch.testing.assert_close(head(inputs), logits.softmax(-1)[:, 1])
+    torch.testing.assert_close(head.loss(inputs, labels)["image"], torch.nn.functional.cross_entropy(logits, labels))
+    assert create_head("S1").loss(inputs, labels) == {}

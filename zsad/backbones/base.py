@@ -30,8 +30,10 @@ inputs (image sizes, what was requested, prompt-token widths) and return fp32, L
 * ``vision_layers > 0``: patch tokens after chosen blocks (1-based), each through the final norm and projection
   (AnomalyCLIP's feature layers);
 * ``supports_learnable_prompts`` / ``prompt_width``: ``prefix`` tokens for learnable prompts;
-* ``supports_deep_prompts``: learnable tokens inside the first text layers: :meth:`Backbone.text_features` then
-  takes ``deep`` (one ``(n, prompt_width)`` tensor per layer, from the first).
+* ``supports_deep_prompts`` / ``text_layers``: learnable tokens inside the text layers (MaPLe / AnomalyCLIP):
+  :meth:`Backbone.text_features` then takes ``deep``, one ``(n, prompt_width)`` tensor per text block from the
+  second on: ``deep[j]`` replaces the ``n`` tokens right after the start-of-text token at the input of block
+  ``j + 1`` (block 0 sees the embedded sequence with its ``prefix``), so at most ``text_layers - 1`` of them.
 
 Method-specific variants of a tower (another attention on chosen blocks, a global token without the final norm,
 another interpolation of the position embeddings) are **factory options** of that backbone
@@ -202,6 +204,30 @@ class ImageFeatures:
             unprojected_patches=None if self.unprojected_patches is None else l2_normalize(self.unprojected_patches),
         )
 
+    @staticmethod
+    def concat(parts: Sequence["ImageFeatures"]) -> "ImageFeatures":
+        """The features of consecutive sub-batches as one batch (``extras`` of the first part).
+
+        Example:
+            >>> f = ImageFeatures({"object": torch.ones(1, 2)}, torch.zeros(1, 4, 2), (2, 2), layers={3: torch.ones(1, 4, 2)})
+            >>> g = ImageFeatures.concat([f, f])
+            >>> g.patches.shape, g.layers[3].shape, g.globals["object"].shape
+            (torch.Size([2, 4, 2]), torch.Size([2, 4, 2]), torch.Size([2, 2]))
+        """
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        cat = lambda get: torch.cat([get(p) for p in parts])  # noqa: E731
+        return ImageFeatures(
+            {role: cat(lambda p, r=role: p.globals[r]) for role in first.globals},
+            cat(lambda p: p.patches),
+            first.grid,
+            first.extras,
+            windows={s: cat(lambda p, s=s: p.windows[s]) for s in first.windows},
+            layers={i: cat(lambda p, i=i: p.layers[i]) for i in first.layers},
+            unprojected_patches=None if first.unprojected_patches is None else cat(lambda p: p.unprojected_patches),
+        )
+
     def rows(self, index: torch.Tensor | slice) -> "ImageFeatures":
         """The features of some images of the batch (``index`` selects along the batch axis; ``extras`` as is)."""
         pick = lambda t: t[index]  # noqa: E731
@@ -234,8 +260,10 @@ class Backbone(nn.Module, abc.ABC):
     supports_learnable_prompts: bool = False
     #: width of the learnable prompt tokens this text tower takes (token-embedding width)
     prompt_width: int = 0
-    #: whether :meth:`encode_text` accepts ``deep`` (learnable tokens inside the first text layers)
+    #: whether :meth:`encode_text` accepts ``deep`` (learnable tokens inside the text layers)
     supports_deep_prompts: bool = False
+    #: blocks of the text tower (deep prompts fit blocks 1..text_layers-1); 0 when not declared
+    text_layers: int = 0
     #: whether :class:`FeatureRequest` ``window_scales`` can be served
     supports_windows: bool = False
     #: whether :class:`FeatureRequest` ``unprojected_patches`` can be served
@@ -325,6 +353,12 @@ class Backbone(nn.Module, abc.ABC):
                 raise ConfigError(
                     f"The text tower of {name} does not take deep prompts (learnable tokens inside its layers); use a "
                     "backbone that declares supports_deep_prompts."
+                )
+            if self.text_layers and len(deep) > self.text_layers - 1:
+                raise ConfigError(
+                    f"{len(deep)} deep prompts do not fit the text tower of {name}: it has {self.text_layers} blocks, "
+                    f"so at most {self.text_layers - 1} deep prompts (one per block after the first); use prompts "
+                    "made for this text tower."
                 )
             for i, t in enumerate(deep):
                 if t.ndim != 2 or t.shape[-1] != self.prompt_width:

@@ -19,6 +19,19 @@ Outputs:
 * **unprojected patches**: the patch tokens after ``ln_post``, before ``@ proj`` (the tower's width);
 * **layers** (``FeatureRequest.layers``, 1-based blocks): ``ln_post(h_l) @ proj`` of the patch tokens.
 
+Method options (``backbone.options``; without them the model is open_clip's, unchanged):
+
+* ``dpam_start``: V-V attention (DPAM, :mod:`zsad.backbones.dpam`) on blocks ``dpam_start..L`` as a second path;
+  the layers of those blocks are read from the V-V path, the global and patch tokens from the original one
+  (AnomalyCLIP: 6 of 24);
+* ``global_ln_post=False``: the global embedding is the class token after the last block ``@ proj``, without
+  ``ln_post`` (AnomalyCLIP);
+* ``pos_interpolation="bilinear"``: position embeddings resized for other input sizes from the stored table by
+  ``F.interpolate(mode="bilinear", align_corners=False)`` without antialias, in float32 (AnomalyCLIP), instead of
+  open_clip's bicubic, antialiased ``resize_pos_embed``.
+
+Windows always run through the plain tower.
+
 OpenAI weights were trained with QuickGELU: a tag that says so builds its architecture with QuickGELU even when
 the architecture's name lacks ``-quickgelu`` (open_clip itself only warns).
 
@@ -26,13 +39,7 @@ Image size: the position embeddings are resized to ``image_size`` once when the 
 ``force_image_size``, bicubic with antialias, applied to pretrained tables at load time); an input of another
 size (a multiple of the patch size) is resized on the fly with the same interpolation (a negligible cost).
 
-Learnable prompts (``encode_text(texts, prefix=P)``, ``P`` of shape ``(n, width)``): the ``n`` vectors are inserted
-right after the start-of-text token (before the first word; at position 0 for tokenizers without one), the
-sequence is cut back to the context length, and the text is pooled where the model pools, which for CLIP is the
-end-of-text token: its index (``argmax`` of the token ids) moves ``n`` places to the right. A text long enough to
-lose its end-of-text token to the cut keeps it at the last position (as open_clip's tokenizer does on truncation).
-The text tower is run from its modules (token embedding, position embedding, transformer with its causal mask,
-``ln_final``, ``text_projection``); without a prefix this equals open_clip's ``model.encode_text``.
+Texts (learnable prompts ``prefix``, deep prompts ``deep``): :mod:`zsad.backbones.clip_text`.
 
 Example (a tiny random model, offline):
     >>> bb = create_open_clip(None, random_config="tiny")
@@ -63,6 +70,8 @@ from zsad.backbones.base import (
     Preprocessing,
     sliding_windows,
 )
+from zsad.backbones.clip_text import TextTower
+from zsad.backbones.dpam import check_dpam_blocks, dual_path_blocks
 from zsad.errors import CheckpointError, ConfigError, WeightsError, require
 
 __all__ = ["TINY_CLIP_CONFIG", "OpenClipBackbone", "create_open_clip", "split_checkpoint"]
@@ -79,6 +88,10 @@ _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _SCHEMAS = ("hf-hub:", "local-dir:")
 #: window sequences per forward pass of the tower (bounds the memory of window embeddings)
 _WINDOW_CHUNK = 4096
+#: tokens per pass of the image tower on the CPU: larger batches run in sub-batches (their activations then stay
+#: cache-sized; a ViT-L at 518 px runs about 15 % faster per image one or two at a time than four at a time)
+_CPU_TOKENS_PER_PASS = 4096
+_POS_INTERPOLATIONS = ("bicubic", "bilinear")
 
 
 def split_checkpoint(checkpoint: str) -> tuple[str, str | None]:
@@ -101,11 +114,24 @@ class OpenClipBackbone(Backbone):
         model: an ``open_clip`` ``CLIP`` or ``CustomTextCLIP`` model.
         tokenizer: the model's open_clip tokenizer (``texts -> (B, context_length)`` ids).
         source: where the weights came from (for messages).
+        dpam_start: first block (1-based) with DPAM V-V attention, or ``None`` (the plain tower).
+        global_ln_post: pool the global embedding through ``ln_post`` (open_clip) or not (AnomalyCLIP).
+        pos_interpolation: ``"bicubic"`` (open_clip's) or ``"bilinear"`` (AnomalyCLIP's) resizing of position
+            embeddings for other input sizes.
     """
 
     similarity = "softmax"
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, source: str = "") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        source: str = "",
+        dpam_start: int | None = None,
+        global_ln_post: bool = True,
+        pos_interpolation: str = "bicubic",
+    ) -> None:
         super().__init__()
         visual = getattr(model, "visual", None)
         if visual is None or not all(hasattr(visual, a) for a in ("conv1", "class_embedding", "positional_embedding")):
@@ -120,6 +146,15 @@ class OpenClipBackbone(Backbone):
                 "patch tokens, so it cannot give pixel maps. Pick a CLIP-style ViT architecture."
             )
         self.model, self.tokenizer, self.source = model, tokenizer, source
+        if dpam_start is not None:
+            check_dpam_blocks(visual.transformer.resblocks, dpam_start, f"the open_clip model {source or 'given'}")
+        if pos_interpolation not in _POS_INTERPOLATIONS:
+            raise ConfigError(
+                f"backbone.options.pos_interpolation must be one of {list(_POS_INTERPOLATIONS)}, got {pos_interpolation!r}."
+            )
+        if not isinstance(global_ln_post, bool):
+            raise ConfigError(f"backbone.options.global_ln_post must be true or false, got {global_ln_post!r}.")
+        self.dpam_start, self.global_ln_post, self.pos_interpolation = dpam_start, global_ln_post, pos_interpolation
         self.embed_dim = int(visual.proj.shape[1]) if visual.proj is not None else int(visual.class_embedding.shape[0])
         self.patch_size = int(_pair(visual.patch_size)[0])
         self.default_image_size = int(_pair(visual.image_size)[0])
@@ -138,8 +173,10 @@ class OpenClipBackbone(Backbone):
             tuple(cfg.get("std", _CLIP_STD)),
             resample if resample in ("bilinear", "bicubic", "nearest") else "bicubic",
         )
-        self._text = _TextTower.of(model)
+        self._text = TextTower.of(model)
         self.supports_learnable_prompts = self._text is not None and self._text.supports_prefix
+        self.supports_deep_prompts = self.supports_learnable_prompts
+        self.text_layers = len(self._text.owner.transformer.resblocks) if self.supports_deep_prompts else 0
         self.prompt_width = int(self._text.width) if self._text is not None else 0
         self.supports_windows = True
         self.supports_unprojected_patches = True
@@ -148,12 +185,16 @@ class OpenClipBackbone(Backbone):
 
     # -- images ------------------------------------------------------------------------------------------------
     def _positions(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Position embeddings for a patch grid (resized like open_clip's ``resize_pos_embed`` when needed)."""
+        """Position embeddings for a patch grid (resized like open_clip's ``resize_pos_embed`` when needed, or
+        bilinearly without antialias with ``pos_interpolation="bilinear"``); the class row is kept."""
         pos = self.model.visual.positional_embedding
         if grid == self._grid:
             return pos
         img = pos[1:].float().reshape(1, *self._grid, -1).permute(0, 3, 1, 2)
-        img = F.interpolate(img, size=grid, mode="bicubic", antialias=True, align_corners=False)
+        if self.pos_interpolation == "bilinear":
+            img = F.interpolate(img, size=grid, mode="bilinear", align_corners=False)
+        else:
+            img = F.interpolate(img, size=grid, mode="bicubic", antialias=True, align_corners=False)
         return torch.cat([pos[:1], img.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)])
 
     def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -166,13 +207,24 @@ class OpenClipBackbone(Backbone):
         x = torch.cat([cls, x], dim=1) + self._positions(grid).to(x.dtype)
         return v.patch_dropout(x), grid
 
-    def _blocks(self, x: torch.Tensor, collect: Sequence[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Run the tower's blocks on batch-first tokens; also return the outputs of the ``collect`` blocks (1-based)."""
+    def _blocks(
+        self, x: torch.Tensor, collect: Sequence[int] = (), *, dpam: bool = False
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Run the tower's blocks on batch-first tokens; also return the outputs of the ``collect`` blocks (1-based).
+
+        With ``dpam`` (and a ``dpam_start``), blocks from ``dpam_start`` on run both paths
+        (:func:`~zsad.backbones.dpam.dual_path_blocks`): the original path is returned, the V-V path is collected.
+        """
         transformer = self.model.visual.transformer
-        if not collect:
+        dual = dpam and self.dpam_start is not None
+        if not collect and not dual:
             return transformer(x), {}
         batch_first = getattr(transformer, "batch_first", True)
         h = x if batch_first else x.transpose(0, 1)
+        if dual:
+            if not batch_first:
+                raise ConfigError("DPAM needs a batch-first open_clip transformer (open_clip >= 2.23).")
+            return dual_path_blocks(transformer.resblocks, h, self.dpam_start, collect)
         out = {}
         for index, block in enumerate(transformer.resblocks, 1):
             h = block(h)
@@ -194,11 +246,18 @@ class OpenClipBackbone(Backbone):
         return x @ proj if proj is not None else x
 
     def image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
+        tokens = (pixels.shape[-2] // self.patch_size) * (pixels.shape[-1] // self.patch_size) + 1
+        per_pass = max(1, _CPU_TOKENS_PER_PASS // tokens) if pixels.device.type == "cpu" else pixels.shape[0]
+        if pixels.shape[0] > per_pass:
+            return ImageFeatures.concat([self._image_features(c, request) for c in pixels.split(per_pass)])
+        return self._image_features(pixels, request)
+
+    def _image_features(self, pixels: torch.Tensor, request: FeatureRequest) -> ImageFeatures:
         v = self.model.visual
         tokens_in, grid = self._embed(pixels)
-        x, collected = self._blocks(v.ln_pre(tokens_in), request.layers)
-        pooled, tokens = self._pool(x)
-        g = self._project(pooled)
+        x, collected = self._blocks(v.ln_pre(tokens_in), request.layers, dpam=True)
+        _, tokens = self._pool(x)
+        g = self._global(x)
         return ImageFeatures(
             globals={"object": g, "spatial": g},
             patches=self._project(tokens),
@@ -208,11 +267,16 @@ class OpenClipBackbone(Backbone):
             unprojected_patches=tokens if request.unprojected_patches else None,
         )
 
+    def _global(self, x: torch.Tensor) -> torch.Tensor:
+        """The projected global embedding of the tower's output tokens (pooled like the model, or the class token
+        without ``ln_post`` when ``global_ln_post`` is off)."""
+        return self._project(self._pool(x)[0] if self.global_ln_post else x[:, 0])
+
     def _windows(self, tokens_in: torch.Tensor, grid: tuple[int, int], scale: int) -> torch.Tensor:
         """``(B, W, D)`` embeddings of every ``scale x scale`` window, each window its own short sequence.
 
-        All windows of the batch run through the tower together (in chunks of ``_WINDOW_CHUNK`` sequences when run
-        eagerly).
+        All windows of the batch run through the plain tower together (in chunks of ``_WINDOW_CHUNK`` sequences when
+        run eagerly) and are pooled like the whole image.
         """
         v = self.model.visual
         index = sliding_windows(grid, scale, tokens_in.device)  # (W, s²)
@@ -223,7 +287,7 @@ class OpenClipBackbone(Backbone):
         # chunks bound eager memory; a traced graph (export) takes every window at once, so that the number of
         # chunks does not fix the batch size
         chunks = (seqs,) if torch.compiler.is_compiling() else seqs.split(_WINDOW_CHUNK)
-        pooled = [self._project(self._pool(self._blocks(v.ln_pre(chunk))[0])[0]) for chunk in chunks]
+        pooled = [self._global(self._blocks(v.ln_pre(chunk))[0]) for chunk in chunks]
         return torch.cat(pooled).reshape(b, w, -1)
 
     # -- texts -------------------------------------------------------------------------------------------------
@@ -231,91 +295,18 @@ class OpenClipBackbone(Backbone):
         """Token ids ``(B, context_length)`` as the model's open_clip tokenizer makes them."""
         return self.tokenizer(list(texts)).long()
 
-    def text_features(self, texts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features(
+        self, texts: Sequence[str], prefix: torch.Tensor | None = None, deep: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         ids = self.tokenize(texts).to(self.device)
         if self._text is None:
             return self.model.encode_text(ids)
-        return self._text(ids, prefix, sot_id=getattr(self.tokenizer, "sot_token_id", None))
+        return self._text(ids, prefix, sot_id=getattr(self.tokenizer, "sot_token_id", None), deep=deep)
 
     # -- similarity --------------------------------------------------------------------------------------------
     def scale_similarities(self, cosine: torch.Tensor) -> torch.Tensor:
         logits = cosine * self.logit_scale
         return logits + self.logit_bias if self.logit_bias is not None else logits
-
-
-class _TextTower:
-    """The modules of a CLIP-style text transformer, run by hand so prompt tokens can be inserted."""
-
-    def __init__(self, owner: torch.nn.Module, pool_type: str, eos_id: int | None) -> None:
-        self.owner, self.pool_type, self.eos_id = owner, pool_type, eos_id
-        self.width = int(owner.token_embedding.weight.shape[1])
-        self.cls_emb = getattr(owner, "cls_emb", None)
-        self.use_pad_mask = bool(getattr(owner, "use_pad_mask", False))
-        self.supports_prefix = self.cls_emb is None and pool_type in ("argmax", "eos", "last", "first")
-
-    @classmethod
-    def of(cls, model: torch.nn.Module) -> _TextTower | None:
-        if hasattr(model, "token_embedding") and hasattr(model, "ln_final"):  # open_clip.CLIP
-            return cls(model, model.text_pool_type, getattr(model, "text_eos_id", None))
-        text = getattr(model, "text", None)  # CustomTextCLIP with an open_clip TextTransformer
-        if text is not None and hasattr(text, "token_embedding") and hasattr(text, "ln_final"):
-            if getattr(text, "cls_emb", None) is not None:
-                return None
-            return cls(text, text.pool_type, getattr(text, "eos_id", None))
-        return None  # e.g. a Hugging Face text encoder: encoded by the model itself, no prompt tokens
-
-    def _pool_index(self, ids: torch.Tensor) -> torch.Tensor | None:
-        if self.pool_type == "argmax":
-            return ids.argmax(dim=-1)
-        if self.pool_type == "eos":
-            return (ids == self.eos_id).int().argmax(dim=-1)
-        return None
-
-    def __call__(self, ids: torch.Tensor, prefix: torch.Tensor | None, sot_id: int | None) -> torch.Tensor:
-        m = self.owner
-        cast = m.transformer.get_cast_dtype()
-        length = ids.shape[1]
-        x = m.token_embedding(ids).to(cast)
-        valid = ids != getattr(m, "pad_id", 0)
-        index = self._pool_index(ids)
-        if prefix is not None:
-            n = prefix.shape[0]
-            if n >= length - 1:
-                raise ConfigError(
-                    f"{n} learnable prompt tokens do not fit the text context of {length} tokens; use fewer tokens."
-                )
-            keep = length - n
-            x, valid = x[:, :keep].clone(), valid[:, :keep].clone()
-            if index is not None:  # keep the pooled (end-of-text) token when the cut would drop it
-                cut = index >= keep
-                if bool(cut.any()):
-                    rows = cut.nonzero().squeeze(1)
-                    x[rows, keep - 1] = m.token_embedding(ids[rows, index[rows]]).to(cast)
-                    valid[rows, keep - 1] = True
-                    index = torch.where(cut, torch.full_like(index, keep - 1), index)
-            at = 1 if sot_id is not None and bool((ids[:, 0] == sot_id).all()) else 0
-            tokens = prefix.to(device=x.device, dtype=x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-            x = torch.cat([x[:, :at], tokens, x[:, at:]], dim=1)
-            valid = torch.cat([valid[:, :at], torch.ones_like(valid[:, :n]), valid[:, at:]], dim=1)
-            if index is not None:
-                index = torch.where(index >= at, index + n, index)
-        x = x + m.positional_embedding[:length].to(cast)
-        mask = m.attn_mask
-        if mask is not None:
-            mask = mask[:length, :length].to(device=x.device, dtype=x.dtype)
-        if self.use_pad_mask:
-            pad = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(~valid, float("-inf"))
-            pad = pad[:, None, :].expand(-1, length, -1).repeat_interleave(m.heads, 0)
-            mask = pad if mask is None else mask.unsqueeze(0) + pad
-        x = m.ln_final(m.transformer(x, attn_mask=mask))
-        if index is not None:
-            pooled = x[torch.arange(x.shape[0], device=x.device), index]
-        else:
-            pooled = x[:, -1] if self.pool_type == "last" else x[:, 0]
-        proj = m.text_projection
-        if proj is None:
-            return pooled
-        return proj(pooled) if isinstance(proj, torch.nn.Module) else pooled @ proj
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -348,6 +339,9 @@ def create_open_clip(
     random_config: dict | str | None = None,
     precision: str = "fp32",
     cache_dir: str | None = None,
+    dpam_start: int | None = None,
+    global_ln_post: bool = True,
+    pos_interpolation: str = "bicubic",
 ) -> OpenClipBackbone:
     """Build an open_clip backbone (registered as ``"open_clip"``).
 
@@ -364,6 +358,10 @@ def create_open_clip(
             ``"tiny"`` (:data:`TINY_CLIP_CONFIG`) or an open_clip model config dict; ``checkpoint`` must be None.
         precision: open_clip precision (``"fp32"``; the detector casts with its ``dtype``).
         cache_dir: open_clip's download cache (default: its own).
+        dpam_start: first block (1-based) with DPAM V-V attention (AnomalyCLIP: 6); ``None`` = plain tower.
+        global_ln_post: ``False`` takes the global embedding without ``ln_post`` (AnomalyCLIP).
+        pos_interpolation: ``"bicubic"`` (open_clip, antialiased) or ``"bilinear"`` (AnomalyCLIP, no antialias)
+            resizing of the position embeddings for other input sizes.
 
     Example:
         >>> bb = create_open_clip(None, random_config="tiny", image_size=70)
@@ -385,8 +383,9 @@ def create_open_clip(
         options["force_image_size"] = int(image_size)
     if cache_dir is not None:
         options["cache_dir"] = cache_dir
+    variant = {"dpam_start": dpam_start, "global_ln_post": global_ln_post, "pos_interpolation": pos_interpolation}
     if model_config is not None:
-        return _from_config(open_clip, checkpoint, model_config, options)
+        return _from_config(open_clip, checkpoint, model_config, options, variant)
     if not checkpoint:
         raise ConfigError(
             "backbone.checkpoint is required for the 'open_clip' backbone: 'ARCH:TAG' such as 'ViT-L-14-336:openai' "
@@ -420,7 +419,7 @@ def create_open_clip(
             f"Cannot load the open_clip model {checkpoint!r}: {exc}. Check your network, or download the weights "
             "once and pass 'ARCH:/path/to/weights' as backbone.checkpoint."
         ) from exc
-    return OpenClipBackbone(model.eval(), open_clip.get_tokenizer(arch), source=str(checkpoint))
+    return OpenClipBackbone(model.eval(), open_clip.get_tokenizer(arch), source=str(checkpoint), **variant)
 
 
 def _check_hub(open_clip: Any, arch: str, tag: str | None) -> None:
@@ -436,7 +435,9 @@ def _check_hub(open_clip: Any, arch: str, tag: str | None) -> None:
             check_hub_reachable("/".join(parts[:2]), tuple(names))
 
 
-def _from_config(open_clip: Any, checkpoint: str | None, model_config: dict | str, options: dict) -> OpenClipBackbone:
+def _from_config(
+    open_clip: Any, checkpoint: str | None, model_config: dict | str, options: dict, variant: dict
+) -> OpenClipBackbone:
     if model_config == "tiny":
         model_config = TINY_CLIP_CONFIG
     if not isinstance(model_config, dict):
@@ -467,4 +468,4 @@ def _from_config(open_clip: Any, checkpoint: str | None, model_config: dict | st
             open_clip.load_checkpoint(model, weights, strict=True)
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"The weights in {weights} do not fit backbone.options.model_config: {exc}") from exc
-    return OpenClipBackbone(model.eval(), tokenizer, source=str(checkpoint or "model_config"))
+    return OpenClipBackbone(model.eval(), tokenizer, source=str(checkpoint or "model_config"), **variant)

@@ -9,7 +9,12 @@ Heads see the backbone's ``[normal, abnormal]`` probabilities, never the backbon
 * a :class:`PixelHead` maps them to a ``(B, H, W)`` anomaly map at the model input size, and renders any grid-level
   map (e.g. the evidence of normal references) the way it renders its own (:meth:`PixelHead.render`);
 * a head that needs more than global and patch tokens declares it in ``feature_request`` (a
-  :class:`~zsad.backbones.base.FeatureRequest`); the scorer asks the backbone for the union of all requests.
+  :class:`~zsad.backbones.base.FeatureRequest`); the scorer asks the backbone for the union of all requests;
+* heads also declare what prompt learning optimises (:meth:`PixelHead.loss`, :meth:`ImageHead.loss`, from the
+  same :class:`ScoreInputs` computed with gradients to the prompt tokens): by default the pixel head's is the
+  localisation loss on the upsampled patch map (Tipsomaly) and image heads add none.
+  :class:`~zsad.training.PromptTrainer` sums the losses of the recipe's heads, so a method's training objective
+  comes with its heads, never from a branch in the trainer.
 
 The third head-side component, the memory of normal references, is in :mod:`zsad.heads.memory`.
 
@@ -31,8 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from zsad.backbones.base import FeatureRequest
+from zsad.heads.losses import SegmentationLoss
 
-__all__ = ["ScoreInputs", "ImageHead", "PixelHead", "upsample_grid_map"]
+__all__ = ["ScoreInputs", "ImageHead", "PixelHead", "upsample_grid_map", "upsample_patch_probs"]
 
 
 @dataclass
@@ -69,6 +75,15 @@ def upsample_grid_map(grid_map: torch.Tensor, grid: tuple[int, int], size: tuple
     return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
+def upsample_patch_probs(patch_probs: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """``(B, N, 2)`` patch probabilities -> ``(B, 2, H, W)`` bilinear (align_corners=False) maps."""
+    b, n, k = patch_probs.shape
+    if grid[0] * grid[1] != n:
+        raise ValueError(f"patch grid {grid} does not hold {n} patches")
+    maps = patch_probs.float().permute(0, 2, 1).reshape(b, k, grid[0], grid[1])
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+
+
 class ImageHead(nn.Module, abc.ABC):
     """Maps :class:`ScoreInputs` to ``(B,)`` image scores (higher = more anomalous)."""
 
@@ -77,6 +92,13 @@ class ImageHead(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def forward(self, inputs: ScoreInputs) -> torch.Tensor: ...
+
+    def loss(self, inputs: ScoreInputs, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What prompt learning adds for this head: named scalar losses and their weighted sum ``"total"``.
+
+        ``labels`` are ``(B,)`` image labels (1 = anomalous). Default: ``{}`` (the head is not trained).
+        """
+        return {}
 
 
 class PixelHead(nn.Module, abc.ABC):
@@ -96,3 +118,19 @@ class PixelHead(nn.Module, abc.ABC):
     def render(self, grid_map: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """A ``(B, N)`` grid-level map as a ``(B, H, W)`` map of ``size``, post-processed like this head's maps."""
         return upsample_grid_map(grid_map, grid, size)
+
+    def loss(
+        self, inputs: ScoreInputs, masks: torch.Tensor, criterion: SegmentationLoss
+    ) -> dict[str, torch.Tensor]:
+        """The localisation loss prompt learning minimises for this head's maps.
+
+        Args:
+            inputs: probabilities computed with gradients to the prompt tokens.
+            masks: ``(B, H, W)`` 0/1 ground truth at the model input size.
+            criterion: the loss settings (focal gamma, smoothing) chosen by the trainer.
+
+        Returns:
+            named scalar tensors and ``"total"``, their weighted sum. Default: ``criterion`` on the unsmoothed,
+            bilinearly upsampled patch map (``focal``, ``dice_pos``, ``dice_neg``; Tipsomaly).
+        """
+        return criterion(upsample_patch_probs(inputs.patch_probs, inputs.grid, tuple(masks.shape[-2:])), masks)

@@ -25,19 +25,35 @@ import torch
 
 from zsad.errors import ConfigError
 from zsad.heads.base import ImageHead, ScoreInputs
+from zsad.heads.losses import image_cross_entropy
 
 __all__ = ["GlobalHead", "CombinedGlobalHead", "LocalEvidenceHead", "IMAGE_SCORES"]
 
 
 class GlobalHead(ImageHead):
-    """p_a of one global token (``role``) against the global prototypes (S1: object, S2: spatial)."""
+    """p_a of one global token (``role``) against the global prototypes (S1: object, S2: spatial).
 
-    def __init__(self, role: str = "spatial") -> None:
+    Args:
+        role: the global token.
+        loss: what prompt learning optimises for this score: ``None`` (nothing, Tipsomaly) or
+            ``"cross_entropy"`` (the image loss of AnomalyCLIP: cross-entropy of ``[p_n, p_a]`` and the image
+            label, reported as ``"image"``).
+    """
+
+    def __init__(self, role: str = "spatial", loss: Literal["cross_entropy"] | None = None) -> None:
         super().__init__()
-        self.role = role
+        if loss not in (None, "cross_entropy"):
+            raise ConfigError(f"The image loss must be null or 'cross_entropy', got {loss!r}.")
+        self.role, self.loss_kind = role, loss
 
     def forward(self, inputs: ScoreInputs) -> torch.Tensor:
         return inputs.abnormal(self.role)
+
+    def loss(self, inputs: ScoreInputs, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.loss_kind is None:
+            return {}
+        image = image_cross_entropy(inputs.global_probs[self.role], labels)
+        return {"image": image, "total": image}
 
 
 class CombinedGlobalHead(ImageHead):

@@ -11,6 +11,9 @@ Steps (the official Tipsomaly ``regrid_upsample_smooth``):
 4. Gaussian smoothing with ``sigma`` (default 4) and scipy's semantics: ``reflect`` border (``d c b a | a b c d``),
    ``truncate=4`` (radius ``int(truncate * sigma + 0.5)``), axis 0 then axis 1 — computed on the model's device.
 
+With ``layers`` (AnomalyCLIP's feature layers) steps 1-3 run on each layer's probability map and the maps are
+summed before step 4, as the official AnomalyCLIP ``test.py`` does.
+
 Example:
     >>> import torch
     >>> head = PixelMapHead(sigma=4)
@@ -23,23 +26,17 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from zsad.backbones.base import FeatureRequest
 from zsad.errors import ConfigError
-from zsad.heads.base import PixelHead, ScoreInputs, upsample_grid_map
+from zsad.heads.base import PixelHead, ScoreInputs, upsample_grid_map, upsample_patch_probs
+from zsad.heads.losses import SegmentationLoss
 
 __all__ = ["PixelMapHead", "gaussian_blur", "upsample_patch_probs"]
-
-
-def upsample_patch_probs(patch_probs: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """``(B, N, 2)`` patch probabilities -> ``(B, 2, H, W)`` bilinear (align_corners=False) maps."""
-    b, n, k = patch_probs.shape
-    if grid[0] * grid[1] != n:
-        raise ValueError(f"patch grid {grid} does not hold {n} patches")
-    maps = patch_probs.float().permute(0, 2, 1).reshape(b, k, grid[0], grid[1])
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
 def _reflect_indices(length: int, radius: int, device: torch.device) -> torch.Tensor:
@@ -78,22 +75,80 @@ class PixelMapHead(PixelHead):
     Args:
         sigma: Gaussian sigma in pixels of the model input (0 disables smoothing).
         truncate: kernel radius in sigmas (scipy's default 4.0).
+        layers: score the patch tokens of these blocks of the image tower (1-based) instead of the final patch
+            tokens: each layer's map is upsampled and turned into ``(1 - up_normal + up_abnormal) / 2``, the maps
+            are **summed** over the layers, then smoothed (AnomalyCLIP's feature layers; ``heads.options.pixel_map.
+            layers``, or ``feature_layers=[...]``). Empty (default): the final patch map.
+        loss_weight: factor of the localisation loss in prompt learning (AnomalyCLIP: 4, Tipsomaly: 1).
+
+    Example (two layers: the map sums both):
+        >>> import torch
+        >>> from zsad.heads.base import ScoreInputs
+        >>> p = torch.softmax(torch.randn(1, 4, 2), dim=-1)
+        >>> x = ScoreInputs({}, p, (2, 2), layer_probs={3: p, 4: p})
+        >>> one, two = PixelMapHead(sigma=0), PixelMapHead(sigma=0, layers=[3, 4])
+        >>> bool(torch.allclose(two(x, (8, 8)), 2 * one(x, (8, 8)))), two.feature_request.layers
+        (True, (3, 4))
     """
 
-    def __init__(self, sigma: float = 4.0, truncate: float = 4.0) -> None:
+    def __init__(
+        self, sigma: float = 4.0, truncate: float = 4.0, layers: Sequence[int] = (), loss_weight: float = 1.0
+    ) -> None:
         super().__init__()
         if sigma < 0 or not math.isfinite(sigma):
             raise ConfigError(f"heads.sigma must be a finite number >= 0, got {sigma}.")
+        if not (isinstance(loss_weight, (int, float)) and loss_weight > 0 and math.isfinite(loss_weight)):
+            raise ConfigError(f"heads.options.pixel_map.loss_weight must be a finite number > 0, got {loss_weight!r}.")
         self.sigma, self.truncate = float(sigma), float(truncate)
+        self.layers = _layer_list(layers)
+        self.loss_weight = float(loss_weight)
+        self.feature_request = FeatureRequest(layers=self.layers)
 
     def rough(self, patch_probs: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """The unsmoothed map ``(1 - up_normal + up_abnormal) / 2`` at ``size``."""
         up = upsample_patch_probs(patch_probs, grid, size)
         return (1 - up[:, 0] + up[:, 1]) / 2
 
+    def _sources(self, inputs: ScoreInputs) -> list[torch.Tensor]:
+        """The ``(B, N, 2)`` probability maps this head draws: the final patches, or each requested layer."""
+        if not self.layers:
+            return [inputs.patch_probs]
+        missing = [i for i in self.layers if i not in inputs.layer_probs]
+        if missing:
+            raise ConfigError(f"pixel_map scores layers {list(self.layers)} but got no probabilities for {missing}.")
+        return [inputs.layer_probs[i] for i in self.layers]
+
     def forward(self, inputs: ScoreInputs, size: tuple[int, int]) -> torch.Tensor:
-        return gaussian_blur(self.rough(inputs.patch_probs, inputs.grid, size), self.sigma, self.truncate)
+        maps = [self.rough(p, inputs.grid, size) for p in self._sources(inputs)]
+        summed = maps[0] if len(maps) == 1 else torch.stack(maps).sum(dim=0)
+        return gaussian_blur(summed, self.sigma, self.truncate)
 
     def render(self, grid_map: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-        """A ``(B, N)`` grid map upsampled bilinearly and smoothed with this head's Gaussian."""
-        return gaussian_blur(upsample_grid_map(grid_map, grid, size), self.sigma, self.truncate)
+        """A ``(B, N)`` grid map upsampled bilinearly and smoothed with this head's Gaussian.
+
+        With several layers the map is a sum of one map per layer, so the grid map counts once per layer.
+        """
+        rendered = gaussian_blur(upsample_grid_map(grid_map, grid, size), self.sigma, self.truncate)
+        return rendered * max(1, len(self.layers))
+
+    def loss(self, inputs: ScoreInputs, masks: torch.Tensor, criterion: SegmentationLoss) -> dict[str, torch.Tensor]:
+        """``loss_weight x`` the localisation loss summed over the scored maps (each unsmoothed, upsampled).
+
+        The components (``focal``, ``dice_pos``, ``dice_neg``) are the unweighted sums over the layers.
+        """
+        size = tuple(masks.shape[-2:])
+        parts = [criterion(upsample_patch_probs(p, inputs.grid, size), masks) for p in self._sources(inputs)]
+        out = {name: sum(part[name] for part in parts) for name in parts[0] if name != "total"}
+        out["total"] = self.loss_weight * sum(part["total"] for part in parts)
+        return out
+
+
+def _layer_list(layers: Sequence[int]) -> tuple[int, ...]:
+    """Validate feature layers: distinct block numbers >= 1."""
+    items = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in items) or len(set(items)) != len(items):
+        raise ConfigError(
+            f"Feature layers must be distinct whole block numbers >= 1 (1-based), got {layers!r}; e.g. "
+            "feature_layers=[24] for the last block of a ViT-L."
+        )
+    return tuple(items)

@@ -122,6 +122,28 @@ class BatchScorer(nn.Module):
             raise ConfigError(f"Got {len(banks)} reference banks for {batch} images; give one per image (or one).")
         return banks
 
+    def score_inputs(
+        self, features: ImageFeatures, global_prototypes: torch.Tensor, local_prototypes: torch.Tensor
+    ) -> ScoreInputs:
+        """Step 2: the ``[normal, abnormal]`` probabilities of every feature the heads score.
+
+        Prompt learning calls it with prototypes that carry gradients, so the heads' losses see the same
+        probabilities as their scores.
+        """
+        bb, t = self.backbone, self.temperature
+        global_probs = {
+            role: bb.probabilities(vec.unsqueeze(1), global_prototypes, temperature=t).squeeze(1)
+            for role, vec in features.globals.items()
+        }
+        local = lambda x: bb.probabilities(x, local_prototypes, temperature=t)  # noqa: E731
+        return ScoreInputs(
+            global_probs,
+            local(features.patches),
+            features.grid,
+            window_probs={s: local(w) for s, w in features.windows.items()},
+            layer_probs={i: local(x) for i, x in features.layers.items()},
+        )
+
     def score_features(
         self,
         features: ImageFeatures,
@@ -131,19 +153,7 @@ class BatchScorer(nn.Module):
         size: tuple[int, int],
     ) -> BatchScores:
         """Steps 2-4 of the module docstring on already encoded features."""
-        bb, t = self.backbone, self.temperature
-        global_probs = {
-            role: bb.probabilities(vec.unsqueeze(1), global_prototypes, temperature=t).squeeze(1)
-            for role, vec in features.globals.items()
-        }
-        local = lambda x: bb.probabilities(x, local_prototypes, temperature=t)  # noqa: E731
-        inputs = ScoreInputs(
-            global_probs,
-            local(features.patches),
-            features.grid,
-            window_probs={s: local(w) for s, w in features.windows.items()},
-            layer_probs={i: local(x) for i, x in features.layers.items()},
-        )
+        inputs = self.score_inputs(features, global_prototypes, local_prototypes)
         scores = {name: head(inputs).float() for name, head in self.image_heads.items()}
         maps = self.pixel_head(inputs, size)
         if references is None:

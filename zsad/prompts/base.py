@@ -15,7 +15,12 @@ these declared methods):
 * :attr:`PromptStrategy.trained` / :meth:`PromptStrategy.mark_trained`: whether learnable tokens hold trained
   values (True for strategies without tokens);
 * :meth:`PromptStrategy.save_tokens` / :meth:`PromptStrategy.checkpoint_metadata`: write the tokens to a
-  ``.safetensors`` prompt checkpoint (strategies with tokens implement it).
+  ``.safetensors`` prompt checkpoint (strategies with tokens implement it), and
+  :meth:`PromptStrategy.token_tensors`: the same tensors by name (training checkpoints embed them, so an epoch
+  checkpoint is a prompt checkpoint of the strategy too);
+* :meth:`PromptStrategy.initialize`: draw the learnable tokens afresh from a seed (a training run from scratch);
+* :attr:`PromptStrategy.shared_prototypes`: the global prototypes are the local ones (one text pass serves both,
+  e.g. AnomalyCLIP), so a trainer computes them once.
 
 Example:
     >>> import torch
@@ -35,7 +40,7 @@ from torch import nn
 
 from zsad.errors import ConfigError
 
-__all__ = ["PromptStrategy", "ensemble_prototype"]
+__all__ = ["PromptStrategy", "ensemble_prototype", "learnable_width"]
 
 
 def ensemble_prototype(sentence_embeddings: torch.Tensor) -> torch.Tensor:
@@ -47,11 +52,32 @@ def ensemble_prototype(sentence_embeddings: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(sentence_embeddings.float().mean(dim=0), dim=-1)
 
 
+def learnable_width(backbone, tokens: torch.Tensor | None, label: str, fix: str) -> int:
+    """The width of *backbone*'s learnable prompt tokens, once checked that it takes them and that ``tokens`` (a
+    strategy's current ``(n, width)`` tokens, or ``None`` before initialisation) fit; errors name both widths.
+
+    ``label`` names the tokens (e.g. "The learnable prompts (tipsomaly-mvtec)"), ``fix`` says what to use instead.
+    """
+    name = type(backbone).__name__
+    if not backbone.supports_learnable_prompts:
+        raise ConfigError(
+            f"The backbone {name} cannot take learnable prompts (its text tower accepts no prefix embeddings); {fix}"
+        )
+    width = int(backbone.prompt_width)
+    if tokens is not None and tokens.shape[-1] != width:
+        raise ConfigError(
+            f"{label} are {tokens.shape[-1]} wide but the text tower of {name} takes {width}-wide tokens; {fix}"
+        )
+    return width
+
+
 class PromptStrategy(nn.Module, abc.ABC):
     """Base class of prompt strategies (an ``nn.Module`` so learnable tokens move with ``.to(device)``)."""
 
     #: whether :meth:`local_prototypes` ignores the class (returns one pair for every class)
     class_agnostic_local: bool = False
+    #: whether :meth:`global_prototypes` is :meth:`local_prototypes` for every class (one text pass serves both)
+    shared_prototypes: bool = False
 
     @abc.abstractmethod
     def global_prototypes(self, backbone, class_names: Sequence[str]) -> torch.Tensor:
@@ -90,6 +116,13 @@ class PromptStrategy(nn.Module, abc.ABC):
     def checkpoint_metadata(self) -> dict[str, str]:
         """String metadata stored with the tokens in a checkpoint (e.g. prompt list, token count)."""
         return {}
+
+    def token_tensors(self) -> dict[str, torch.Tensor]:
+        """The learnable tensors under the names of this strategy's prompt checkpoint (``{}`` without tokens)."""
+        return {}
+
+    def initialize(self, seed: int) -> None:
+        """Draw the learnable tokens afresh from their random initialisation with ``seed`` (no-op without tokens)."""
 
     def save_tokens(self, path: str | Path, metadata: dict | None = None) -> Path:
         """Write the learnable tokens to a zsad ``.safetensors`` prompt checkpoint."""

@@ -67,6 +67,12 @@ class DecoupledPrompts(PromptStrategy):
     def save_tokens(self, path: str | Path, metadata: dict | None = None) -> Path:
         return self.learned.save_tokens(path, metadata)
 
+    def token_tensors(self) -> dict[str, torch.Tensor]:
+        return self.learned.token_tensors()
+
+    def initialize(self, seed: int) -> None:
+        self.learned.initialize(seed)
+
     def global_prototypes(self, backbone, class_names: Sequence[str]) -> torch.Tensor:
         return self.fixed.global_prototypes(backbone, class_names)
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from zsad.errors import CheckpointError, ConfigError
-from zsad.prompts.base import PromptStrategy
+from zsad.prompts.base import PromptStrategy, learnable_width
 from zsad.prompts.checkpoint import load_prompt_checkpoint, save_prompt_checkpoint
 from zsad.prompts.fixed import encode_prompt_pair
 from zsad.prompts.templates import get_prompt_list, normalize_class_name
@@ -100,20 +100,11 @@ class LearnablePrompts(PromptStrategy):
 
     def bind(self, backbone) -> "LearnablePrompts":
         """Check (or create) the tokens for *backbone*'s text tower; called by the detector when it is built."""
-        if not backbone.supports_learnable_prompts:
-            raise ConfigError(
-                f"The backbone {type(backbone).__name__} cannot take learnable prompts (its text tower accepts no "
-                "prefix embeddings); use prompts.strategy='fixed'."
-            )
-        width = int(backbone.prompt_width)
+        fix = ("use prompts trained for this backbone (the built-in Tipsomaly prompts fit TIPS v1 L/14-HR), train "
+               "new ones with `zsad train`, or use prompts.strategy='fixed'.")
+        width = learnable_width(backbone, self.T_n, f"The learnable prompts ({self.checkpoint or 'random init'})", fix)
         if self.T_n is None:
             self._init_random(width)
-        elif self.T_n.shape[1] != width:
-            raise ConfigError(
-                f"The learnable prompts ({self.checkpoint or 'random init'}) are {self.T_n.shape[1]} wide but the "
-                f"backbone's text tower takes {width}-wide tokens; use prompts trained for this backbone "
-                "(the built-in Tipsomaly prompts fit TIPS v1 L/14-HR) or train new ones with `zsad train`."
-            )
         device = backbone.device
         if self.T_n.device != device:
             self.to(device)
@@ -131,6 +122,19 @@ class LearnablePrompts(PromptStrategy):
 
     def checkpoint_metadata(self) -> dict[str, str]:
         return {"prompt_list": self.prompt_list, "n_tokens": str(self.n_tokens), "class_word": self.class_word}
+
+    def token_tensors(self) -> dict[str, torch.Tensor]:
+        t_n, t_a = self.tokens()
+        return {"T_n": t_n, "T_a": t_a}
+
+    def initialize(self, seed: int) -> None:
+        """Redraw ``T_n`` / ``T_a`` from N(0, init_std²) with ``seed`` (once the width is known)."""
+        self.seed = int(seed)
+        if self.T_n is not None:
+            device = self.T_n.device
+            self._init_random(int(self.T_n.shape[1]))
+            self.to(device)
+            self.checkpoint = None
 
     def load(self, checkpoint: str | Path) -> None:
         """Replace the tokens with those of a prompt checkpoint (same shape)."""

@@ -8,6 +8,7 @@ A prompt list has normal states, abnormal states and templates. For state ``s`` 
 * ``medical``: paper Table 5 (HeadCT, BrainMRI, Br35H).
 * ``winclip``: WinCLIP's compositional prompt ensemble (anomalib 2.7.0).
 * ``object_agnostic``: the AnomalyCLIP-style pair ``"{}"`` / ``"damaged {}"``.
+* ``anomalyclip``: AnomalyCLIP's own sentences ``"{}."`` / ``"damaged {}."`` (placed after its learned contexts).
 
 Example:
     >>> lst = get_prompt_list("industrial")
@@ -224,5 +225,15 @@ register_prompt_list(
         ("damaged {}",),
         ("{}",),
         "The AnomalyCLIP-style object-agnostic pair: '{}' / 'damaged {}'.",
+    )
+)
+register_prompt_list(
+    PromptList(
+        "anomalyclip",
+        ("{}",),
+        ("damaged {}",),
+        ("{}.",),
+        "AnomalyCLIP's object-agnostic sentences after the learned contexts: '{}.' / 'damaged {}.' (class word "
+        "'object').",
     )
 )

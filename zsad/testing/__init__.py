@@ -53,10 +53,11 @@ from zsad.testing.backbones import (
 from zsad.testing.export import check_export
 from zsad.testing.heads import check_head, check_memory
 from zsad.testing.predictors import check_predictor
-from zsad.testing.prompts import check_prompt_strategy, check_prompt_training
+from zsad.testing.prompts import TINY_PROMPT_OPTIONS, check_prompt_strategy, check_prompt_training, tiny_prompts
 
 __all__ = [
     "TINY_OPTIONS",
+    "TINY_PROMPT_OPTIONS",
     "TINY_VARIANTS",
     "check_all_builtins",
     "check_backbone",
@@ -69,6 +70,7 @@ __all__ = [
     "parametrize_backbones",
     "tiny_backbone",
     "tiny_options",
+    "tiny_prompts",
 ]
 
 
@@ -124,8 +126,7 @@ def check_all_builtins(
         >>> "heads:S5" in check_all_builtins(backbones=False, prompts=False)
         True
     """
-    from zsad.components import HEADS, PROMPTS, create_prompts
-    from zsad.config import PromptConfig
+    from zsad.components import HEADS, PROMPTS
     from zsad.errors import ConfigError
 
     done: list[str] = []
@@ -151,7 +152,7 @@ def check_all_builtins(
         for strategy in _builtin_names(PROMPTS):
             for test_id in _PROMPT_VARIANTS:
                 bb = built[test_id]
-                made = create_prompts(strategy, PromptConfig(strategy=strategy, checkpoint=None, n_tokens=4))
+                made = tiny_prompts(strategy)
                 try:
                     made.bind(bb)
                 except ConfigError:

@@ -20,6 +20,8 @@ TINY_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tips": ("tips", TINY_OPTIONS["tips"]),
     "tips-value": ("tips", {**TINY_OPTIONS["tips"], "dense_readout": "value"}),
     "open_clip": ("open_clip", TINY_OPTIONS["open_clip"]),
+    "open_clip-anomalyclip": ("open_clip", {**TINY_OPTIONS["open_clip"], "dpam_start": 2, "global_ln_post": False,
+                                            "pos_interpolation": "bilinear"}),
     "siglip2": ("siglip2", TINY_OPTIONS["siglip2"]),
     "siglip2-naflex": ("siglip2", {"checkpoint": None, "random_config": "tiny-naflex"}),
 }
@@ -281,19 +283,37 @@ def _check_capabilities(bb, name: str, pixels: torch.Tensor, plain) -> None:
 
 
 def _check_deep_prompts(bb, name: str) -> None:
+    from zsad.errors import ConfigError
+
+    _expect(isinstance(bb.text_layers, int) and bb.text_layers >= 2,
+            f"{name}.supports_deep_prompts is True but text_layers={bb.text_layers!r}; declare the number of text "
+            "blocks (deep prompts go into blocks 1..text_layers-1).")
     gen = torch.Generator().manual_seed(5)
-    deep = [(0.02 * torch.randn(2, bb.prompt_width, generator=gen)).requires_grad_(True)]
+    deep = [(0.02 * torch.randn(2, bb.prompt_width, generator=gen)).requires_grad_(True)
+            for _ in range(bb.text_layers - 1)]
     flags = [p.requires_grad for p in bb.parameters()]
     bb.requires_grad_(False)
     try:
         out = bb.encode_text(_TEXTS, deep=deep)
         _expect(out.requires_grad, f"{name}.encode_text(..., deep=[d]): no gradient reaches the deep prompt.")
         out.sum().backward()
-        _expect(deep[0].grad is not None and float(deep[0].grad.abs().max()) > 0,
-                f"{name}.encode_text(..., deep=[d]): the deep prompt gets a zero gradient.")
+        for i, d in enumerate(deep):
+            _expect(d.grad is not None and float(d.grad.abs().max()) > 0,
+                    f"{name}.encode_text(..., deep=[...]): deep prompt {i} (text block {i + 1}) gets a zero gradient.")
     finally:
         for p, flag in zip(bb.parameters(), flags):
             p.requires_grad_(flag)
+    with torch.no_grad():
+        plain = bb.encode_text(_TEXTS)
+        moved = bb.encode_text(_TEXTS, deep=[d.detach() for d in deep])
+    _expect(_diff(plain, moved) > 1e-6, f"{name}.encode_text ignores deep prompts: with and without them it agrees.")
+    try:
+        bb.encode_text(_TEXTS, deep=[d.detach() for d in deep] * 2)
+    except ConfigError:
+        pass
+    else:
+        _fail(f"{name}.encode_text accepted {2 * len(deep)} deep prompts for a text tower of {bb.text_layers} blocks; "
+              "more than text_layers - 1 must raise zsad.errors.ConfigError.")
 
 
 def _check_prefix(bb, name: str) -> None:

@@ -11,6 +11,28 @@ import torch
 from zsad.testing._common import _check_normalised, _expect
 from zsad.testing.backbones import _as_backbone, tiny_backbone  # noqa: F401 (doctests)
 
+#: options fitting each built-in prompt strategy to the tiny backbones (whose text towers have 2 blocks)
+TINY_PROMPT_OPTIONS: dict[str, dict[str, Any]] = {"object_agnostic": {"depth": 2, "deep_tokens": 2}}
+
+
+def tiny_prompts(name: str, n_tokens: int = 4):
+    """Build the registered prompt strategy *name* from random tokens sized for the tiny backbones.
+
+    Built-ins take :data:`TINY_PROMPT_OPTIONS`; a plugin factory may declare its own as a ``zsad_tiny_options``
+    attribute (``prompts.options``).
+
+    Example:
+        >>> [tuple(t.shape) for t in tiny_prompts("object_agnostic").bind(tiny_backbone("open_clip")).deep_prompt_tokens()]
+        [(2, 32)]
+    """
+    from zsad.components import PROMPTS, create_prompts
+    from zsad.config import PromptConfig
+
+    options = TINY_PROMPT_OPTIONS.get(name)
+    if options is None:
+        options = getattr(PROMPTS.get(name), "zsad_tiny_options", None) or {}
+    return create_prompts(name, PromptConfig(strategy=name, checkpoint=None, n_tokens=n_tokens, options=dict(options)))
+
 
 # ------------------------------------------------------------------------------------------------------------
 # prompt strategies

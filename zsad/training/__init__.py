@@ -4,9 +4,11 @@
 * :func:`train_prompts` — a whole run over a dataset with masks (what ``zsad train`` calls): features computed
   once per image (optionally cached on disk), a checkpoint every epoch, resume, a prompt checkpoint and a JSON
   record as output;
-* :class:`SegmentationLoss`, :func:`focal_loss`, :func:`dice_loss` — the official localisation loss.
+* :class:`SegmentationLoss`, :func:`focal_loss`, :func:`dice_loss` — the official localisation loss (the heads
+  decide which maps it applies to and add their own losses, e.g. AnomalyCLIP's image cross-entropy).
 
-Works for any backbone whose text tower accepts learnable prompts (``Backbone.supports_learnable_prompts``).
+Works for any backbone whose text tower accepts learnable prompts (``Backbone.supports_learnable_prompts``), for
+the tokens any prompt strategy declares (Tipsomaly's ``T_n``/``T_a``, AnomalyCLIP's contexts and deep prompts).
 
 Example:
     >>> from zsad import Detector
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from zsad.training.losses import LOSS_NAMES, SegmentationLoss, dice_loss, focal_loss
 from zsad.training.run import TrainResult, find_latest_checkpoint, train_prompts
-from zsad.training.trainer import PromptTrainer, learnable_prompts_of, prepare_masks
+from zsad.training.trainer import PromptTrainer, learnable_prompts_of, mask_labels, prepare_masks
 
 __all__ = [
     "PromptTrainer",
@@ -36,4 +38,5 @@ __all__ = [
     "LOSS_NAMES",
     "learnable_prompts_of",
     "prepare_masks",
+    "mask_labels",
 ]

@@ -1,14 +1,18 @@
 """Frozen image features, computed once per image and reused every epoch (in memory or on disk).
 
-The backbone is frozen during prompt learning, so an image's patch features never change: training computes them
-once under no-grad. :class:`MemoryFeatureStore` keeps them in RAM (fp32 on the CPU: ``N x D x 4`` bytes per image,
-5.6 MB for TIPS L/14 at 518); :class:`DiskFeatureCache` writes one ``.safetensors`` file per image instead, under a
-folder whose name carries a key of everything the features depend on:
+The backbone is frozen during prompt learning, so an image's features never change: training computes them once
+under no-grad. An entry holds what the recipe's heads need (:func:`feature_entry`: the patch tokens, the global
+tokens, the tokens of requested layers) and becomes :class:`~zsad.backbones.base.ImageFeatures` again with
+:func:`stack_entries`. :class:`MemoryFeatureStore` keeps them in RAM (fp32 on the CPU: ``N x D x 4`` bytes per
+image and patch tensor, 5.6 MB for TIPS L/14 at 518); :class:`DiskFeatureCache` writes one ``.safetensors`` file per
+image instead, under a folder whose name carries a key of everything the features depend on:
 
 * the dataset (name and description file),
 * the backbone: its config (name, checkpoint, options), a digest of its weights, and a hash of the source code of
-  its module, of :mod:`zsad.backbones.base` and of :mod:`zsad.io` (so a code change invalidates the cache),
-* the preprocessing: image size, resize filter, mean/std, EXIF and bit-depth handling, the backbone dtype.
+  its module, of the loaded :mod:`zsad.backbones` modules (the contract, DPAM, text towers) and of :mod:`zsad.io`
+  (so a code change invalidates the cache),
+* the preprocessing: image size, resize filter, mean/std, EXIF and bit-depth handling, the backbone dtype;
+* the features the heads request (layers, windows).
 
 Each entry also records the image's path, size and modification time and is recomputed when they change or when
 the file is unreadable. Writes are atomic (temporary file + rename), so an interrupted run leaves no broken entry.
@@ -18,8 +22,8 @@ Example:
     >>> cache = DiskFeatureCache(tempfile.mkdtemp(), {"backbone": "toy", "image_size": 28}, label="toy-28")
     >>> cache.get("a.png", {"size": 1}) is None
     True
-    >>> cache.put("a.png", {"size": 1}, torch.ones(4, 2), (2, 2))
-    >>> cache.get("a.png", {"size": 1})[0].shape, cache.get("a.png", {"size": 2}) is None
+    >>> cache.put("a.png", {"size": 1}, {"patches": torch.ones(4, 2)}, (2, 2))
+    >>> cache.get("a.png", {"size": 1})[0]["patches"].shape, cache.get("a.png", {"size": 2}) is None
     (torch.Size([4, 2]), True)
 """
 
@@ -37,8 +41,53 @@ from typing import Any
 import torch
 
 from zsad._files import atomic_path, write_json
+from zsad.backbones.base import ImageFeatures
 
-__all__ = ["MemoryFeatureStore", "DiskFeatureCache", "feature_cache_key", "weights_digest", "file_stamp"]
+__all__ = [
+    "MemoryFeatureStore", "DiskFeatureCache", "feature_cache_key", "weights_digest", "file_stamp", "feature_entry",
+    "stack_entries",
+]
+
+Entry = dict[str, torch.Tensor]
+
+
+def feature_entry(features: ImageFeatures, index: int) -> Entry:
+    """The features of image ``index`` of a batch as named CPU fp32 tensors (``patches``, ``global.<role>``,
+    ``layer.<block>``, ``window.<scale>``, ``unprojected``).
+
+    Example:
+        >>> f = ImageFeatures({"object": torch.ones(2, 3)}, torch.zeros(2, 4, 3), (2, 2), layers={5: torch.ones(2, 4, 3)})
+        >>> sorted(feature_entry(f, 1))
+        ['global.object', 'layer.5', 'patches']
+    """
+    out = {"patches": features.patches[index]}
+    out.update({f"global.{role}": g[index] for role, g in features.globals.items()})
+    out.update({f"layer.{i}": t[index] for i, t in features.layers.items()})
+    out.update({f"window.{s}": w[index] for s, w in features.windows.items()})
+    if features.unprojected_patches is not None:
+        out["unprojected"] = features.unprojected_patches[index]
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in out.items()}
+
+
+def stack_entries(entries: list[Entry], grid: tuple[int, int]) -> ImageFeatures:
+    """:class:`~zsad.backbones.base.ImageFeatures` of a batch from entries of :func:`feature_entry` (same names).
+
+    Example:
+        >>> e = {"patches": torch.zeros(4, 3), "global.object": torch.ones(3)}
+        >>> f = stack_entries([e, e], (2, 2))
+        >>> f.patches.shape, f.globals["object"].shape
+        (torch.Size([2, 4, 3]), torch.Size([2, 3]))
+    """
+    stacked = {k: torch.stack([e[k] for e in entries]) for k in entries[0]}
+    pick = lambda prefix: {k[len(prefix):]: v for k, v in stacked.items() if k.startswith(prefix)}  # noqa: E731
+    return ImageFeatures(
+        pick("global."),
+        stacked["patches"],
+        tuple(grid),
+        windows={int(k): v for k, v in pick("window.").items()},
+        layers={int(k): v for k, v in pick("layer.").items()},
+        unprojected_patches=stacked.get("unprojected"),
+    )
 
 
 def _digest(data: bytes | str, size: int = 16) -> str:
@@ -75,7 +124,7 @@ def _source_digest(*module_names: str) -> str:
     return h.hexdigest()
 
 
-def feature_cache_key(detector, dataset) -> dict[str, Any]:
+def feature_cache_key(detector, dataset, request=None) -> dict[str, Any]:
     """Everything the cached image features of ``dataset`` depend on, as a JSON-ready dict (see module docs).
 
     Example:
@@ -90,7 +139,7 @@ def feature_cache_key(detector, dataset) -> dict[str, Any]:
     cfg = detector.config
     spec = backbone.preprocessing
     module = type(backbone).__module__
-    return {
+    key = {
         "dataset": None if dataset is None else {
             "name": dataset.name,
             "source": str(Path(dataset.source or dataset.root).resolve()),
@@ -102,7 +151,8 @@ def feature_cache_key(detector, dataset) -> dict[str, Any]:
             "options": cfg.backbone.options,
             "class": f"{module}.{type(backbone).__qualname__}",
             "weights": weights_digest(backbone),
-            "code": _source_digest(module, "zsad.backbones.base", "zsad.io"),
+            "code": _source_digest(*sorted(m for m in sys.modules if m.startswith("zsad.backbones.")), module,
+                                   "zsad.io"),
         },
         "preprocess": {
             **cfg.preprocess.model_dump(mode="json"),
@@ -113,6 +163,10 @@ def feature_cache_key(detector, dataset) -> dict[str, Any]:
         },
         "format": 1,
     }
+    if request:  # features beyond patches and globals (absent from the key otherwise, so older caches stay valid)
+        key["request"] = {"layers": list(request.layers), "windows": list(request.window_scales),
+                          "unprojected": request.unprojected_patches}
+    return key
 
 
 def file_stamp(path: str | os.PathLike) -> dict[str, Any]:
@@ -135,14 +189,14 @@ class MemoryFeatureStore:
     Example:
         >>> import torch
         >>> store = MemoryFeatureStore()
-        >>> store.put("a", {}, torch.zeros(4, 2), (2, 2)); store.get("a", {})[1]
+        >>> store.put("a", {}, {"patches": torch.zeros(4, 2)}, (2, 2)); store.get("a", {})[1]
         (2, 2)
     """
 
     def __init__(self) -> None:
-        self._items: dict[str, tuple[torch.Tensor, tuple[int, int]]] = {}
+        self._items: dict[str, tuple[Entry, tuple[int, int]]] = {}
 
-    def get(self, item: str, stamp: dict) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    def get(self, item: str, stamp: dict) -> tuple[Entry, tuple[int, int]] | None:
         return self._items.get(item)
 
     def grid_of(self, item: str, stamp: dict) -> tuple[int, int] | None:
@@ -150,8 +204,8 @@ class MemoryFeatureStore:
         got = self._items.get(item)
         return None if got is None else got[1]
 
-    def put(self, item: str, stamp: dict, patches: torch.Tensor, grid: tuple[int, int]) -> None:
-        self._items[item] = (patches.detach().to("cpu", torch.float32).contiguous(), tuple(grid))
+    def put(self, item: str, stamp: dict, entry: Entry, grid: tuple[int, int]) -> None:
+        self._items[item] = ({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in entry.items()}, tuple(grid))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -162,7 +216,7 @@ def _slug(text: str) -> str:
 
 
 class DiskFeatureCache:
-    """One ``.safetensors`` file of ``(N, D)`` fp32 patch features per image under ``root/<label>-<key digest>/``.
+    """One ``.safetensors`` file of an image's features (:func:`feature_entry`) under ``root/<label>-<key digest>/``.
 
     Args:
         root: the cache folder (created when missing).
@@ -184,7 +238,7 @@ class DiskFeatureCache:
     def _path(self, item: str) -> Path:
         return self.folder / f"{_digest(item, 12)}.safetensors"
 
-    def _read(self, item: str, stamp: dict, load: bool) -> tuple[torch.Tensor | None, tuple[int, int]] | None:
+    def _read(self, item: str, stamp: dict, load: bool) -> tuple[Entry | None, tuple[int, int]] | None:
         path = self._path(item)
         if not path.is_file():
             return None
@@ -197,7 +251,7 @@ class DiskFeatureCache:
                     return None
                 grid = tuple(int(v) for v in json.loads(meta["grid"]))
                 rows = f.get_slice("patches").get_shape()[0]
-                patches = f.get_tensor("patches") if load else None
+                entry = {k: f.get_tensor(k) for k in f.keys()} if load else None
             if len(grid) != 2 or grid[0] * grid[1] != rows:
                 raise ValueError(f"grid {grid} does not match {rows} patches")
         except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
@@ -205,10 +259,10 @@ class DiskFeatureCache:
                 self._warned = True
                 warnings.warn(f"Feature cache entry {path} is unreadable ({exc}); it is recomputed.", stacklevel=3)
             return None
-        return patches, grid  # type: ignore[return-value]
+        return entry, grid  # type: ignore[return-value]
 
-    def get(self, item: str, stamp: dict) -> tuple[torch.Tensor, tuple[int, int]] | None:
-        """The cached ``(patches, grid)`` of ``item`` if present, readable and made from the same file, else ``None``."""
+    def get(self, item: str, stamp: dict) -> tuple[Entry, tuple[int, int]] | None:
+        """The cached ``(entry, grid)`` of ``item`` if present, readable and made from the same file, else ``None``."""
         got = self._read(item, stamp, load=True)
         if got is None:
             self.misses += 1
@@ -221,10 +275,11 @@ class DiskFeatureCache:
         got = self._read(item, stamp, load=False)
         return None if got is None else got[1]
 
-    def put(self, item: str, stamp: dict, patches: torch.Tensor, grid: tuple[int, int]) -> None:
-        """Write the features of ``item`` atomically."""
+    def put(self, item: str, stamp: dict, entry: Entry, grid: tuple[int, int]) -> None:
+        """Write the features of ``item`` (an entry of :func:`feature_entry`) atomically."""
         from safetensors.torch import save_file
 
         meta = {"item": item, "stamp": json.dumps(stamp), "grid": json.dumps(list(grid))}
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in entry.items()}
         with atomic_path(self._path(item)) as tmp:
-            save_file({"patches": patches.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
+            save_file(tensors, str(tmp), metadata=meta)

@@ -37,14 +37,16 @@ import numpy as np
 import torch
 
 from zsad.errors import CheckpointError, ConfigError, DatasetError
+from zsad.heads.losses import SegmentationLoss
 from zsad.runs import describe_diff, jsonable, now, sha256_json, write_json
 from zsad.training.cache import (
     DiskFeatureCache,
     MemoryFeatureStore,
     feature_cache_key,
+    feature_entry,
     file_stamp,
+    stack_entries,
 )
-from zsad.training.losses import LOSS_NAMES, SegmentationLoss
 from zsad.training.state import (
     optimizer_from_state,
     optimizer_to_state,
@@ -76,7 +78,8 @@ class TrainResult:
         config_path: ``out/config.json`` (``Detector.load(out)`` rebuilds the trained detector).
         record_path: ``out/training.json``.
         checkpoints: the per-epoch training checkpoints written or found, in epoch order.
-        history: per-epoch mean losses ``{"epoch", "focal", "dice_pos", "dice_neg", "total", "steps", "seconds"}``.
+        history: per-epoch mean losses ``{"epoch", <the heads' loss components>, "total", "steps", "seconds"}``
+            (``focal``, ``dice_pos``, ``dice_neg``; ``image`` for AnomalyCLIP).
         epochs_completed: epochs done (including those before a resume).
         resumed_from: the checkpoint a resumed run started from.
         detector: the trained detector (in memory).
@@ -201,18 +204,24 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build_detector(recipe: str, overrides: dict, seed: int, device, dtype):
+def _recipe_config(recipe: str, overrides: dict):
+    """The recipe with the run's overrides; training starts from random tokens unless a checkpoint is given."""
     from zsad.components import get_recipe
-    from zsad.detector import Detector
 
-    config = get_recipe(recipe)
     overrides = dict(overrides)
     if "prompt_checkpoint" not in overrides and "prompts.checkpoint" not in overrides:
         overrides["prompt_checkpoint"] = None  # train from a random initialisation unless told otherwise
-    config = config.with_overrides(**overrides)
-    if config.prompts.strategy in ("decoupled", "learnable") and "seed" not in config.prompts.options:
-        config = config.with_overrides(**{"prompts.options": {**config.prompts.options, "seed": seed}})
-    return Detector(config, device=device, dtype=dtype)
+    return get_recipe(recipe).with_overrides(**overrides)
+
+
+def _build_detector(recipe: str, overrides: dict, seed: int, device, dtype):
+    from zsad.detector import Detector
+
+    config = _recipe_config(recipe, overrides)
+    detector = Detector(config, device=device, dtype=dtype)
+    if config.prompts.checkpoint is None and "seed" not in config.prompts.options:
+        detector.prompts.initialize(seed)  # the run's seed draws the initial tokens (an explicit option wins)
+    return detector
 
 
 def _resume_relevant(detector_cfg: dict) -> dict:
@@ -251,9 +260,9 @@ def train_prompts(
     *,
     data: str | os.PathLike | Any,
     out: str | os.PathLike,
-    epochs: int = 2,
-    batch_size: int = 8,
-    lr: float = 1e-3,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     seed: int = 111,
     overrides: dict[str, Any] | None = None,
     device: str | None = None,
@@ -263,7 +272,7 @@ def train_prompts(
     betas: tuple[float, float] = (0.5, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
-    shuffle: bool = False,
+    shuffle: bool | None = None,
     split: str = "test",
     classes: Sequence[str] | None = None,
     loss: SegmentationLoss | None = None,
@@ -276,14 +285,17 @@ def train_prompts(
     [--seed N] [--device D] [--resume PATH] [--feature-cache DIR]`` maps one to one onto the arguments.
 
     Args:
-        recipe: recipe name or recipe JSON path; its backbone and prompt strategy are trained (``tipsomaly``).
+        recipe: recipe name or recipe JSON path; its backbone and prompt strategy are trained (``tipsomaly``), with
+            its training defaults (``training`` section: epochs, batch size, lr, shuffling) where an argument is
+            ``None``.
         data: a dataset folder / meta.json / jsonl (anything :func:`zsad.data.open_dataset` reads) or an
             :class:`~zsad.data.AnomalyDataset`. Anomalous images need masks.
         out: output folder (created). A folder holding epoch checkpoints is refused unless ``resume`` or
             ``overwrite`` is given, so a finished run is never clobbered by accident.
-        epochs: total epochs (2, as the paper and the released checkpoints); with ``resume``, the total to reach.
-        batch_size: images per optimiser step (8).
-        lr: Adam learning rate (1e-3).
+        epochs: total epochs (recipe default: 2 for Tipsomaly, 15 for AnomalyCLIP, as their released checkpoints);
+            with ``resume``, the total to reach.
+        batch_size: images per optimiser step (recipe default: 8).
+        lr: Adam learning rate (recipe default: 1e-3).
         seed: seeds torch / numpy / random at the start, the token initialisation and the shuffling (111).
         overrides: recipe overrides as in :meth:`Detector.from_recipe` (``{"backbone_checkpoint": DIR,
             "image_size": 336, "fixed_prompts": "industrial", "prompt_checkpoint": FILE}``, dotted paths too);
@@ -297,7 +309,8 @@ def train_prompts(
             checkpoint) to continue from; data, recipe, overrides and hyper-parameters must match.
         progress: show tqdm progress bars (with running mean losses).
         betas, eps, weight_decay: Adam settings (official: (0.5, 0.999), 1e-8, 0).
-        shuffle: ``False`` (official HEAD: meta.json order every epoch) or ``True`` (a seeded permutation per epoch).
+        shuffle: ``False`` (meta.json order every epoch, Tipsomaly at HEAD) or ``True`` (a seeded permutation per
+            epoch, AnomalyCLIP's shuffling loader); default: the recipe's.
         split: the dataset split to train on (``"test"``, the zero-shot protocol).
         classes: train on these classes only (default: all).
         loss: loss settings (default: focal gamma 2 + the two dice terms, as official).
@@ -333,6 +346,11 @@ def train_prompts(
     from zsad.data import AnomalyDataset, open_dataset
 
     started = time.perf_counter()
+    defaults = _recipe_config(recipe, overrides or {}).training
+    epochs = defaults.epochs if epochs is None else epochs
+    batch_size = defaults.batch_size if batch_size is None else batch_size
+    lr = defaults.lr if lr is None else lr
+    shuffle = defaults.shuffle if shuffle is None else shuffle
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -390,7 +408,7 @@ def train_prompts(
     if resume_path is not None:
         _compare_runs(resume_meta.get("run", {}), run_fingerprint, resume_path)
         try:
-            trainer.set_tokens(resume_tensors["T_n"], resume_tensors["T_a"])
+            _restore_params(trainer, resume_tensors)
             optimizer_from_state(trainer.optimizer, resume_tensors, resume_meta["optimizer"])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"Training checkpoint {resume_path} cannot be restored: {type(exc).__name__}: {exc}.") from exc
@@ -458,29 +476,30 @@ def train_prompts(
     if start_epoch < epochs:
         from tqdm.auto import tqdm
 
-        store = _feature_store(detector, dataset, feature_cache)
+        store = _feature_store(detector, dataset, feature_cache, trainer.request)
         stamps = [file_stamp(s.img_path) for s in samples]
         items = [st["path"] for st in stamps]
         exif = detector.config.preprocess.exif_transpose
         masks = [_pack(dataset.load_mask(s, size, exif_transpose=exif)) for s in samples]
-        grid = _compute_features(detector, store, samples, items, stamps, batch_size, progress, tqdm)
+        labels = torch.tensor([int(s.anomaly) for s in samples], dtype=torch.long)  # as the official loaders
+        grid = _compute_features(trainer, store, samples, items, stamps, batch_size, progress, tqdm)
 
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             order = np.arange(n) if not shuffle else np.random.default_rng([seed, epoch]).permutation(n)
             batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-            sums = dict.fromkeys(LOSS_NAMES, 0.0)
+            sums: dict[str, float] = {}
             with tqdm(total=len(batches), desc=f"zsad train: epoch {epoch}/{epochs}", unit="step",
                       disable=not progress, leave=True) as bar:
                 for step, idx in enumerate(batches, 1):
-                    patches = torch.stack([_get(store, items[i], stamps[i])[0] for i in idx])
+                    features = stack_entries([_get(store, items[i], stamps[i])[0] for i in idx], grid)
                     mask = torch.from_numpy(np.stack([_unpack(masks[i], size) for i in idx]))
-                    losses = trainer.step_features(patches, grid, mask)
-                    for k in LOSS_NAMES:
-                        sums[k] += losses[k]
-                    bar.set_postfix({k: f"{sums[k] / step:.4f}" for k in LOSS_NAMES}, refresh=False)
+                    losses = trainer.step_features(features, mask, labels[torch.as_tensor(idx)])
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    bar.set_postfix({k: f"{v / step:.4f}" for k, v in sums.items()}, refresh=False)
                     bar.update(1)
-            means = {k: sums[k] / len(batches) for k in LOSS_NAMES}
+            means = {k: v / len(batches) for k, v in sums.items()}
             history.append({"epoch": epoch, **means, "steps": len(batches), "seconds": round(time.perf_counter() - t0, 3)})
             log.info("epoch %d/%d: %s", epoch, epochs, ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
             checkpoints.append(_save_checkpoint(ckpt_dir, epoch, trainer, history, run_fingerprint, record))
@@ -502,12 +521,12 @@ def train_prompts(
     )
 
 
-def _feature_store(detector, dataset, feature_cache):
+def _feature_store(detector, dataset, feature_cache, request):
     if feature_cache is None:
         return MemoryFeatureStore()
     cfg = detector.config
     label = f"{dataset.name}-{cfg.backbone.name}-{cfg.preprocess.image_size}"
-    return DiskFeatureCache(feature_cache, feature_cache_key(detector, dataset), label=label)
+    return DiskFeatureCache(feature_cache, feature_cache_key(detector, dataset, request), label=label)
 
 
 def _get(store, item: str, stamp: dict):
@@ -517,8 +536,9 @@ def _get(store, item: str, stamp: dict):
     return got
 
 
-def _compute_features(detector, store, samples, items, stamps, batch_size, progress, tqdm) -> tuple[int, int]:
-    """Encode every image missing from ``store`` (in meta order, ``batch_size`` at a time); return the patch grid."""
+def _compute_features(trainer, store, samples, items, stamps, batch_size, progress, tqdm) -> tuple[int, int]:
+    """Encode every image missing from ``store`` (in meta order, ``batch_size`` at a time) with what the heads
+    need (``trainer.request``); return the patch grid."""
     grid = None
     missing = []
     for i in range(len(samples)):
@@ -530,18 +550,17 @@ def _compute_features(detector, store, samples, items, stamps, batch_size, progr
     with tqdm(total=len(missing), desc="zsad train: image features", unit="img", disable=not progress or not missing) as bar:
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
-            batch = detector.preprocess([samples[i].img_path for i in chunk])
-            with torch.no_grad():
-                feats = detector.backbone.encode_image(batch.pixels.to(detector.device))
+            feats, _ = trainer.encode_images([samples[i].img_path for i in chunk])
             grid = tuple(feats.grid)
             for j, i in enumerate(chunk):
-                store.put(items[i], stamps[i], feats.patches[j], grid)
+                store.put(items[i], stamps[i], feature_entry(feats, j), grid)
             bar.update(len(chunk))
     return grid  # type: ignore[return-value]
 
 
 def _save_checkpoint(folder: Path, epoch: int, trainer: PromptTrainer, history, run_fingerprint, record) -> Path:
-    t_n, t_a = trainer.prompt_tokens()
+    """Tokens under the prompt-checkpoint names of the strategy (so the file is a prompt checkpoint too), the
+    optimised parameters in order (``param.<i>``), the Adam state and the RNG states."""
     opt_tensors, opt_meta = optimizer_to_state(trainer.optimizer)
     rng_tensors, rng_meta = rng_to_state()
     learned = trainer.learned
@@ -554,7 +573,18 @@ def _save_checkpoint(folder: Path, epoch: int, trainer: PromptTrainer, history, 
         "run": run_fingerprint,
         "zsad_version": record["zsad_version"],
         **learned.checkpoint_metadata(),
-        "n_tokens": int(t_n.shape[0]),
     }
-    tensors = {"T_n": t_n, "T_a": t_a, **opt_tensors, **rng_tensors}
+    params = {f"param.{i}": p.detach().clone() for i, p in enumerate(trainer.params)}
+    tensors = {**learned.token_tensors(), **params, **opt_tensors, **rng_tensors}
     return write_train_state(folder / f"epoch_{epoch:03d}.safetensors", tensors, jsonable(meta))
+
+
+def _restore_params(trainer: PromptTrainer, tensors: dict[str, torch.Tensor]) -> None:
+    """Put the saved parameters back in place (``param.<i>``; files of earlier versions hold ``T_n``/``T_a``)."""
+    if "param.0" not in tensors:
+        trainer.set_tokens(tensors["T_n"], tensors["T_a"])
+        return
+    saved = [tensors[f"param.{i}"] for i in range(len(trainer.params))]
+    if f"param.{len(trainer.params)}" in tensors:
+        raise ValueError(f"the checkpoint holds more than the {len(trainer.params)} parameters of this run")
+    trainer.set_tokens(*saved)

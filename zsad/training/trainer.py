@@ -1,14 +1,19 @@
 """One optimiser step at a time: :class:`PromptTrainer` learns a detector's prompt tokens with its backbone frozen.
 
-Per step (the official ``train.py`` loop, §4.2 of the Tipsomaly spec):
+Per step (the official ``train.py`` loops of Tipsomaly and AnomalyCLIP, written once):
 
-1. the text tower encodes the whole learned prompt ensemble once (with gradients to the tokens T^n / T^a),
-   giving the local prototypes ``G_l`` ``(1, 2, D)``;
-2. the frozen image features (computed under no-grad, or taken from a feature cache) are scored against
-   ``G_l``: ``softmax(cos / temperature)`` per patch;
-3. the ``(B, N, 2)`` patch probabilities are upsampled bilinearly (``align_corners=False``, **no smoothing**) to the
-   model input size, and :class:`~zsad.training.losses.SegmentationLoss` compares them with the masks;
-4. ``zero_grad``, ``backward``, ``Adam.step``.
+1. the frozen image features the recipe's heads need (patches, the layers of a ``pixel_map`` with ``layers``, the
+   global token) are computed under no-grad (or taken from a feature cache);
+2. the prompt strategy encodes its learned prompts once, with gradients to its tokens (contexts and deep prompts),
+   giving the local prototypes ``G_l`` ``(1, 2, D)``; strategies whose global prototypes are the local ones
+   (``shared_prototypes``, AnomalyCLIP) use them for the image score too, others the detector's cached ones;
+3. the features are scored against them (:meth:`~zsad.heads.scoring.BatchScorer.score_inputs`, the same
+   probabilities the heads score at inference);
+4. the training objective is what the heads declare: the pixel head's localisation loss
+   (:meth:`~zsad.heads.base.PixelHead.loss`: focal + two dice terms on the unsmoothed, upsampled maps, times its
+   weight, summed over its layers) plus every image head's loss (:meth:`~zsad.heads.base.ImageHead.loss`, e.g.
+   AnomalyCLIP's image cross-entropy); their ``total`` is backpropagated;
+5. ``zero_grad``, ``backward``, ``Adam.step``.
 
 Only the prompt tokens are optimised; nothing else of the detector changes. The detector's prototype cache sees
 the new tokens automatically (it is keyed on parameter versions), so ``detector.predict`` uses them right away.
@@ -36,11 +41,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from zsad.backbones.base import ImageFeatures
 from zsad.errors import ConfigError, DatasetError
-from zsad.heads.pixel import upsample_patch_probs
-from zsad.training.losses import LOSS_NAMES, SegmentationLoss
+from zsad.heads.losses import SegmentationLoss
 
-__all__ = ["PromptTrainer", "learnable_prompts_of", "prepare_masks"]
+__all__ = ["PromptTrainer", "learnable_prompts_of", "prepare_masks", "mask_labels"]
 
 
 def learnable_prompts_of(detector) -> Any:
@@ -68,7 +73,8 @@ def learnable_prompts_of(detector) -> Any:
     if not learned.prompt_tokens():
         raise ConfigError(
             f"The prompt strategy {detector.config.prompts.strategy!r} has no learnable prompt tokens; train with "
-            "prompts.strategy='decoupled' (Tipsomaly) or 'learnable' (e.g. --set prompt_strategy=decoupled)."
+            "prompts.strategy='decoupled' (Tipsomaly), 'learnable' or 'object_agnostic' (AnomalyCLIP) (e.g. --set "
+            "prompt_strategy=decoupled)."
         )
     width = int(backbone.prompt_width)
     t_n = learned.prompt_tokens()[0]
@@ -104,6 +110,37 @@ def _mask_array(item: Any, index: int) -> np.ndarray | None:
     return arr
 
 
+def _mask_arrays(masks: Any, original_sizes: Sequence[tuple[int, int]]) -> list[np.ndarray | None]:
+    """One ``H x W`` array (or ``None`` = normal) per image, checked against the image sizes."""
+    if isinstance(masks, (np.ndarray, torch.Tensor)) and masks.ndim == 3:
+        masks = list(masks)
+    elif masks is None:
+        masks = [None] * len(original_sizes)
+    masks = list(masks)
+    if len(masks) != len(original_sizes):
+        raise DatasetError(f"Got {len(masks)} masks for {len(original_sizes)} images; give one mask (or None) per image.")
+    arrays = []
+    for i, (item, hw) in enumerate(zip(masks, original_sizes)):
+        arr = _mask_array(item, i)
+        if arr is not None and tuple(arr.shape) != tuple(hw):
+            raise DatasetError(
+                f"Mask {i} is {arr.shape[1]}x{arr.shape[0]} (w x h) but its image is {hw[1]}x{hw[0]}; give masks at "
+                "the images' original size (they are resized inside, as the official loader does)."
+            )
+        arrays.append(arr)
+    return arrays
+
+
+def _resized(arrays: Sequence[np.ndarray | None], size: int) -> torch.Tensor:
+    from zsad.data.masks import resize_mask
+
+    out = np.zeros((len(arrays), size, size), np.float32)
+    for i, arr in enumerate(arrays):
+        if arr is not None:
+            out[i] = resize_mask(arr, size)
+    return torch.from_numpy(out)
+
+
 def prepare_masks(masks: Any, original_sizes: Sequence[tuple[int, int]], size: int) -> torch.Tensor:
     """Masks at the images' original sizes -> a ``(B, size, size)`` float 0/1 tensor, resized as the official loader.
 
@@ -121,43 +158,41 @@ def prepare_masks(masks: Any, original_sizes: Sequence[tuple[int, int]], size: i
         >>> tuple(t.shape), float(t[0].mean()), float(t[1].sum())
         ((2, 14, 14), 0.5, 0.0)
     """
-    from zsad.data.masks import resize_mask
+    return _resized(_mask_arrays(masks, original_sizes), size)
 
-    if isinstance(masks, (np.ndarray, torch.Tensor)) and masks.ndim == 3:
-        masks = list(masks)
-    elif masks is None:
-        masks = [None] * len(original_sizes)
-    masks = list(masks)
-    if len(masks) != len(original_sizes):
-        raise DatasetError(f"Got {len(masks)} masks for {len(original_sizes)} images; give one mask (or None) per image.")
-    out = np.zeros((len(masks), size, size), np.float32)
-    for i, (item, hw) in enumerate(zip(masks, original_sizes)):
-        arr = _mask_array(item, i)
-        if arr is None:
-            continue
-        if tuple(arr.shape) != tuple(hw):
-            raise DatasetError(
-                f"Mask {i} is {arr.shape[1]}x{arr.shape[0]} (w x h) but its image is {hw[1]}x{hw[0]}; give masks at "
-                "the images' original size (they are resized inside, as the official loader does)."
-            )
-        out[i] = resize_mask(arr, size)
-    return torch.from_numpy(out)
+
+def mask_labels(masks: Any, original_sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Image labels from masks at the original size: 1 where a mask has a non-zero pixel, else 0 (``(B,)`` long).
+
+    Example:
+        >>> import numpy as np
+        >>> m = np.zeros((4, 4), np.uint8); m[1, 2] = 1
+        >>> mask_labels([m, None, np.zeros((4, 4))], [(4, 4)] * 3).tolist()
+        [1, 0, 0]
+    """
+    return _labels(_mask_arrays(masks, original_sizes))
+
+
+def _labels(arrays: Sequence[np.ndarray | None]) -> torch.Tensor:
+    return torch.tensor([int(a is not None and bool(np.any(a))) for a in arrays], dtype=torch.long)
 
 
 class PromptTrainer:
-    """Optimise a detector's learnable prompt tokens (backbone frozen) with the Tipsomaly localisation loss.
+    """Optimise a detector's learnable prompt tokens (backbone frozen) with the objective its heads declare.
 
     Args:
-        detector: a :class:`~zsad.Detector` whose prompt strategy has learnable tokens (``decoupled`` or
-            ``learnable``) on a backbone that accepts them.
+        detector: a :class:`~zsad.Detector` whose prompt strategy has learnable tokens (``decoupled``,
+            ``learnable``, ``object_agnostic``) on a backbone that accepts them.
         lr: Adam learning rate (official 1e-3).
         betas: Adam betas (official ``(0.5, 0.999)``).
         eps: Adam epsilon (1e-8, torch's default as official).
         weight_decay: Adam weight decay (0, as official).
-        loss: the loss settings (default: the official focal gamma 2 + two dice terms).
+        loss: the localisation loss settings (default: the official focal gamma 2 + two dice terms); which maps
+            it applies to, and with which weight, is the pixel head's business.
 
     Attributes:
-        optimizer: the ``torch.optim.Adam`` over ``[T_n, T_a]``.
+        optimizer: the ``torch.optim.Adam`` over the prompt tokens and deep prompts.
+        params: the optimised tensors: ``prompt_tokens()`` then ``deep_prompt_tokens()`` of the strategy.
         steps: optimiser steps taken so far.
 
     See the module docstring for what one :meth:`step` does, and :func:`zsad.training.train_prompts` for a whole
@@ -185,13 +220,15 @@ class PromptTrainer:
             p.requires_grad_(True)
         self.optimizer = torch.optim.Adam(self.params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         self.loss = loss or SegmentationLoss()
+        #: the image features the heads (and so their losses) need
+        self.request = detector.scorer.request
         self.steps = 0
         self._last_grads: tuple[torch.Tensor, ...] | None = None
         self._last_prototypes: torch.Tensor | None = None
 
     # -- steps ---------------------------------------------------------------------------------------------------
-    def encode_images(self, images: Any):
-        """Preprocess images (as :meth:`Detector.predict` accepts them) and encode them under no-grad.
+    def encode_images(self, images: Any) -> tuple[ImageFeatures, list[tuple[int, int]]]:
+        """Preprocess images (as :meth:`Detector.predict` accepts them) and encode what the heads need, no-grad.
 
         Returns ``(features, original_sizes)`` with :class:`~zsad.backbones.base.ImageFeatures` on the device.
         """
@@ -199,44 +236,53 @@ class PromptTrainer:
         items = images if isinstance(images, (list, tuple)) else [images]
         batch = det.preprocess(items)
         with torch.no_grad():
-            features = det.backbone.encode_image(batch.pixels.to(det.device))
+            features = det.backbone.encode_image(batch.pixels.to(det.device), self.request)
         return features, batch.original_sizes
 
-    def step(self, images: Any, masks: Any) -> dict[str, float]:
-        """One optimiser step on one batch; returns the loss components ``focal``, ``dice_pos``, ``dice_neg``, ``total``.
+    def step(self, images: Any, masks: Any, labels: Sequence[int] | torch.Tensor | None = None) -> dict[str, float]:
+        """One optimiser step on one batch; returns the loss components and ``total`` as floats.
 
         Args:
             images: a list of inputs as :meth:`Detector.predict` accepts them (paths, PIL images, ``HxWx3`` uint8
                 arrays, ``3xHxW`` / ``Bx3xHxW`` float tensors in [0, 1]).
             masks: one ``H x W`` mask per image at its original size (non-zero = anomalous; ``None`` = normal), or
                 one ``(B, H, W)`` array; resized and binarised as the official loader does.
+            labels: image labels (1 = anomalous) for image losses; default: from the masks (:func:`mask_labels`).
 
-        The values are those of the batch *before* the update (as the official log).
+        The components are those the heads declare (``focal``, ``dice_pos``, ``dice_neg``; ``image`` for
+        AnomalyCLIP), the values of the batch *before* the update (as the official log).
         """
         features, sizes = self.encode_images(images)
-        size = int(self.detector.config.preprocess.image_size)
-        mask_tensor = prepare_masks(masks, sizes, size)
-        return self.step_features(features.patches, features.grid, mask_tensor)
+        arrays = _mask_arrays(masks, sizes)
+        mask_tensor = _resized(arrays, int(self.detector.config.preprocess.image_size))
+        return self.step_features(features, mask_tensor, _labels(arrays) if labels is None else labels)
 
-    def step_features(self, patches: torch.Tensor, grid: tuple[int, int], masks: torch.Tensor) -> dict[str, float]:
+    def step_features(
+        self, features: ImageFeatures, masks: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None
+    ) -> dict[str, float]:
         """One optimiser step from precomputed image features (what a feature cache stores).
 
         Args:
-            patches: ``(B, N, D)`` L2-normalised patch features (``ImageFeatures.patches``), no grad needed.
-            grid: the ``(rows, cols)`` patch grid, ``rows * cols == N``.
+            features: L2-normalised :class:`~zsad.backbones.base.ImageFeatures` with what :attr:`request` asks for
+                (``encode_image(pixels, trainer.request)``), no grad needed.
             masks: ``(B, H, W)`` 0/1 masks at the map size (the model input size for the official loss).
+            labels: ``(B,)`` image labels (default: 1 where the mask has a positive pixel).
         """
         det = self.detector
-        patches = patches.to(det.device)
+        features = _to_device(features, det.device)
         masks = masks.to(device=det.device, dtype=torch.float32)
+        labels = (masks.flatten(1).amax(dim=1) > 0).long() if labels is None else torch.as_tensor(labels).long()
+        labels = labels.to(det.device)
         with torch.enable_grad():
-            prototypes = self.learned.local_prototypes(det.backbone, ["object"])  # (1, 2, D), one text pass
-            probs = det.backbone.probabilities(patches, prototypes, temperature=det.scorer.temperature)  # (B, N, 2)
-            maps = upsample_patch_probs(probs, grid, tuple(masks.shape[-2:]))  # (B, 2, H, W), unsmoothed
-            losses = self.loss(maps, masks)
+            local = self.learned.local_prototypes(det.backbone, ["object"])  # (1, 2, D), one text pass
+            shared = self.learned.shared_prototypes
+            glob = local if shared else det.prototypes(["object"], "global")
+            inputs = det.scorer.score_inputs(features, glob, local)
+            losses = _merge([det.pixel_head.loss(inputs, masks, self.loss)]
+                            + [head.loss(inputs, labels) for head in det.image_heads.values()])
             self.optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
-        self._last_prototypes = prototypes.detach().clone()
+        self._last_prototypes = local.detach().clone()
         self._last_grads = tuple(
             (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)) for p in self.params
         )
@@ -244,19 +290,22 @@ class PromptTrainer:
         self.steps += 1
         if not self.learned.trained:  # the detector must stop warning about a random initialisation
             self.learned.mark_trained()
-        return {name: float(losses[name].detach()) for name in LOSS_NAMES}
+        return {name: float(value.detach()) for name, value in losses.items()}
 
     # -- inspection ----------------------------------------------------------------------------------------------
-    def prompt_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Copies of the current ``(T_n, T_a)`` tokens, ``(n_tokens, width)`` each."""
-        t_n, t_a = self.learned.prompt_tokens()
-        return t_n.detach().clone(), t_a.detach().clone()
+    def prompt_tokens(self) -> tuple[torch.Tensor, ...]:
+        """Copies of the current prompt tokens: ``(T_n, T_a)`` (Tipsomaly) or ``(ctx_pos, ctx_neg)`` (AnomalyCLIP)."""
+        return tuple(t.detach().clone() for t in self.learned.prompt_tokens())
 
-    def last_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients of the last step's total loss w.r.t. ``(T_n, T_a)`` (before the update was applied)."""
+    def deep_prompt_tokens(self) -> tuple[torch.Tensor, ...]:
+        """Copies of the current deep prompts (one ``(n, width)`` tensor per text block; ``()`` without)."""
+        return tuple(t.detach().clone() for t in self.learned.deep_prompt_tokens())
+
+    def last_gradients(self) -> tuple[torch.Tensor, ...]:
+        """Gradients of the last step's total loss w.r.t. :attr:`params` (before the update was applied)."""
         if self._last_grads is None:
             raise ConfigError("No step has been taken yet: last_gradients() is available after step().")
-        return self._last_grads  # type: ignore[return-value]
+        return self._last_grads
 
     def last_prototypes(self) -> torch.Tensor:
         """The local prototypes ``G_l`` ``(1, 2, D)`` the last step scored with (from the tokens before its update)."""
@@ -265,10 +314,40 @@ class PromptTrainer:
         return self._last_prototypes
 
     # -- state ---------------------------------------------------------------------------------------------------
-    def set_tokens(self, t_n: torch.Tensor, t_a: torch.Tensor) -> None:
-        """Overwrite the tokens in place (the optimiser keeps tracking the same parameters)."""
-        for param, value in zip(self.params, (t_n, t_a)):
+    def set_tokens(self, *values: torch.Tensor) -> None:
+        """Overwrite the first :attr:`params` in place (e.g. ``T_n, T_a``); the optimiser keeps tracking them."""
+        for param, value in zip(self.params, values):
             if tuple(value.shape) != tuple(param.shape):
                 raise ConfigError(f"Prompt tokens of shape {tuple(value.shape)} do not fit parameters {tuple(param.shape)}.")
-            with torch.no_grad():
+        with torch.no_grad():
+            for param, value in zip(self.params, values):
                 param.copy_(value.to(device=param.device, dtype=param.dtype))
+
+
+def _merge(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Components of every declared loss (same names add up) and ``total``, the sum of their totals."""
+    out: dict[str, torch.Tensor] = {}
+    totals = []
+    for part in parts:
+        for name, value in part.items():
+            if name == "total":
+                totals.append(value)
+            else:
+                out[name] = out[name] + value if name in out else value
+    if not totals:
+        raise ConfigError("The recipe's heads declare no training loss; nothing to optimise.")
+    out["total"] = sum(totals[1:], totals[0])
+    return out
+
+
+def _to_device(features: ImageFeatures, device: torch.device) -> ImageFeatures:
+    if features.patches.device == device:
+        return features
+    return ImageFeatures(
+        {r: g.to(device) for r, g in features.globals.items()},
+        features.patches.to(device),
+        features.grid,
+        windows={s: w.to(device) for s, w in features.windows.items()},
+        layers={i: t.to(device) for i, t in features.layers.items()},
+        unprojected_patches=None if features.unprojected_patches is None else features.unprojected_patches.to(device),
+    )

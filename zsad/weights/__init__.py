@@ -11,7 +11,10 @@ known, licence, attribution):
 - ``"huggingface"``: a hub repository (TIPSv2, SigLIP2) fetched with ``huggingface_hub.snapshot_download`` into
   the Hugging Face cache;
 - ``"open_clip"``: an open_clip ``arch`` + pretrained ``tag`` (named ``arch.tag``), whose weight file is fetched
-  from the hub repository open_clip itself uses, so ``open_clip.create_model(arch, pretrained=tag)`` finds it.
+  from the hub repository open_clip itself uses, so ``open_clip.create_model(arch, pretrained=tag)`` finds it;
+- ``"prompts"``: a method's released learned prompts (``anomalyclip-visa``, ``anomalyclip-mvtec``: the official
+  AnomalyCLIP ``epoch_15.pth`` files, MIT), one file stored by zsad like a TIPS file and named as a
+  ``prompt_checkpoint``.
 
 **The cache.** :func:`cache_dir` is ``$ZSAD_CACHE``, else ``$XDG_CACHE_HOME/zsad``, else ``~/.cache/zsad``. A
 ``"tips"`` checkpoint lives in ``cache_dir()/<name>/`` in the standard layout a TIPS loader expects::

@@ -185,7 +185,7 @@ def ensure_checkpoint(
         ['text.npz', 'tokenizer.model', 'vision.npz']
     """
     ckpt = get_checkpoint(name)
-    if ckpt.kind != "tips":
+    if not ckpt.stored_by_zsad:
         return _ensure_hub(ckpt, is_offline(offline), force=force)
     folder = cache_dir() / ckpt.name
     manifest = _read_manifest(folder)
@@ -409,7 +409,7 @@ def verify_checkpoint(name: str) -> dict[str, Status]:
         {'vision.npz': 'missing', 'text.npz': 'missing', 'tokenizer.model': 'missing'}
     """
     ckpt = get_checkpoint(name)
-    if ckpt.kind != "tips":
+    if not ckpt.stored_by_zsad:
         return {str(ckpt.repo_id): "unverified" if _hub_cached(ckpt) else "missing"}
     folder = cache_dir() / ckpt.name
     manifest = _read_manifest(folder)
@@ -448,11 +448,12 @@ def _standard_name(path: Path) -> str | None:
 
 
 def import_files(name: str, paths: Iterable[str | os.PathLike[str]]) -> Path:
-    """Add local files to the cache of ``"tips"`` checkpoint *name*; return its folder.
+    """Add local files to the cache of checkpoint *name* (``"tips"`` or ``"prompts"``); return its folder.
 
     Files are mapped to the standard names by suffix: ``*_vision.npz`` → ``vision.npz``, ``*_text.npz`` →
     ``text.npz``, ``*tokenizer.model`` → ``tokenizer.model``, ``*_model.json`` → ``model.json`` (the standard names
-    themselves are accepted too). A folder stands for the matching files in it. Files are copied (never linked:
+    themselves are accepted too). A folder stands for the matching files in it. A ``"prompts"`` checkpoint is one
+    file (e.g. the official ``epoch_15.pth``), stored under its standard name whatever it is called. Files are copied (never linked:
     editing or deleting the source later does not change the cache) and atomically put in place; a file whose
     sha256 is known must match it (:class:`~zsad.errors.CheckpointError` otherwise, and nothing is changed).
 
@@ -466,29 +467,11 @@ def import_files(name: str, paths: Iterable[str | os.PathLike[str]]) -> Path:
         (b'text', 'unverified')
     """
     ckpt = get_checkpoint(name)
-    if ckpt.kind != "tips":
+    if not ckpt.stored_by_zsad:
         raise WeightsError(f"{ckpt.name} is a {ckpt.kind} checkpoint, kept in the Hugging Face cache; import_files "
-                           "only handles TIPS .npz checkpoints. Use `zsad weights download` or the `hf` command.")
-    chosen: dict[str, Path] = {}
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and _standard_name(p))
-            if not found:
-                raise WeightsError(f"{path} holds no *_vision.npz, *_text.npz, tokenizer.model or *_model.json.")
-        elif path.is_file():
-            if _standard_name(path) is None:
-                raise WeightsError(f"Cannot tell what {path.name} is: name it *_vision.npz, *_text.npz, "
-                                   "tokenizer.model or *_model.json.")
-            found = [path]
-        else:
-            raise WeightsError(f"{path} does not exist.")
-        for p in found:
-            std = _standard_name(p)
-            assert std is not None
-            if std in chosen and chosen[std] != p:
-                raise WeightsError(f"Both {chosen[std]} and {p} would become {std}; give only one.")
-            chosen[std] = p
+                           "only handles checkpoints zsad stores itself. Use `zsad weights download` or the `hf` "
+                           "command.")
+    chosen = _single_file(ckpt, paths) if ckpt.kind == "prompts" else _tips_files(paths)
     by_std = {wf.filename: wf for wf in ckpt.files}
     checked: list[tuple[str, Path, str, bool]] = []
     for std, src in chosen.items():
@@ -509,6 +492,40 @@ def import_files(name: str, paths: Iterable[str | os.PathLike[str]]) -> Path:
     return folder
 
 
+def _single_file(ckpt: Checkpoint, paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
+    """The one file of a single-file checkpoint (a released prompt file), under its standard name."""
+    given = [Path(p).expanduser() for p in paths]
+    if len(given) != 1 or not given[0].is_file():
+        raise WeightsError(f"{ckpt.name} is one file ({ckpt.files[0].name}); give exactly that file, got "
+                           f"{[str(p) for p in given]}.")
+    return {ckpt.files[0].filename: given[0]}
+
+
+def _tips_files(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
+    """TIPS files by standard name (the suffix rules of :func:`import_files`); a folder stands for its files."""
+    chosen: dict[str, Path] = {}
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and _standard_name(p))
+            if not found:
+                raise WeightsError(f"{path} holds no *_vision.npz, *_text.npz, tokenizer.model or *_model.json.")
+        elif path.is_file():
+            if _standard_name(path) is None:
+                raise WeightsError(f"Cannot tell what {path.name} is: name it *_vision.npz, *_text.npz, "
+                                   "tokenizer.model or *_model.json.")
+            found = [path]
+        else:
+            raise WeightsError(f"{path} does not exist.")
+        for p in found:
+            std = _standard_name(p)
+            assert std is not None
+            if std in chosen and chosen[std] != p:
+                raise WeightsError(f"Both {chosen[std]} and {p} would become {std}; give only one.")
+            chosen[std] = p
+    return chosen
+
+
 def list_checkpoints() -> list[dict[str, Any]]:
     """One row per known checkpoint, for the ``zsad weights`` table (no network access).
 
@@ -524,7 +541,7 @@ def list_checkpoints() -> list[dict[str, Any]]:
     """
     rows = []
     for ckpt in CHECKPOINTS:
-        tips = ckpt.kind == "tips"
+        tips = ckpt.stored_by_zsad
         folder = cache_dir() / ckpt.name if tips else None
         rows.append({
             "name": ckpt.name,

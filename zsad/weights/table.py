@@ -24,7 +24,7 @@ TRY_WITHOUT_WEIGHTS = (
 )
 """The hint every missing-weights message ends with."""
 
-Kind = Literal["tips", "huggingface", "open_clip"]
+Kind = Literal["tips", "huggingface", "open_clip", "prompts"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -66,8 +66,9 @@ class Checkpoint:
 
     Attributes:
         name: the name used by :func:`ensure_checkpoint` and ``zsad weights``.
-        kind: ``"tips"``, ``"huggingface"`` or ``"open_clip"``.
-        files: the files of a ``"tips"`` checkpoint; empty for hub kinds.
+        kind: ``"tips"``, ``"huggingface"``, ``"open_clip"`` or ``"prompts"`` (a learned-prompt file of a method,
+            used as ``prompt_checkpoint``).
+        files: the files of a ``"tips"`` or ``"prompts"`` checkpoint (stored by zsad); empty for hub kinds.
         description: one line for humans.
         licence: SPDX-style licence id.
         source: where it comes from (repository or model card).
@@ -88,6 +89,11 @@ class Checkpoint:
     tag: str | None = None
     attribution: str = ""
     patch_size: int | None = None
+
+    @property
+    def stored_by_zsad(self) -> bool:
+        """Whether zsad downloads and keeps the files itself (``cache_dir()/name``), not a hub client."""
+        return self.kind in ("tips", "prompts")
 
     @property
     def size(self) -> int | None:
@@ -193,6 +199,27 @@ def _hub(
     )
 
 
+_ANOMALYCLIP_SRC = "https://github.com/zqhang/AnomalyCLIP"
+_ANOMALYCLIP_COMMIT = "45ed4dd35c05797d854294b5e8d585c545920089"
+_ANOMALYCLIP_ATTR = (
+    "AnomalyCLIP prompt learner, MIT licence, Copyright (c) 2024 Qihang Zhou. Cite: Q. Zhou, G. Pang, Y. Tian, S. He, "
+    f"J. Chen, \"AnomalyCLIP: Object-agnostic Prompt Learning for Zero-shot Anomaly Detection\", ICLR 2024. Source: "
+    f"{_ANOMALYCLIP_SRC}"
+)
+
+
+def _anomalyclip(name: str, folder: str, desc: str) -> Checkpoint:
+    """A released AnomalyCLIP prompt learner (``train.py``'s ``{'prompt_learner': state_dict}``, epoch 15)."""
+    url = f"https://raw.githubusercontent.com/zqhang/AnomalyCLIP/{_ANOMALYCLIP_COMMIT}/checkpoints/{folder}/epoch_15.pth"
+    # ctx 2 x 12 x 768, deep 8 x 4 x 768, buffers and the unused projections 8 x (896 x 768 + 896), float32
+    approx = 4 * (2 * 12 * 768 + 8 * 4 * 768 + 2 * 65 * 768 + 2 * 77 + 8 * (896 * 768 + 896))
+    wf = WeightFile(name="epoch_15.pth", url=url, filename="epoch_15.pth", size=None, sha256=None, licence="MIT",
+                    attribution=_ANOMALYCLIP_ATTR, approx_size=approx)
+    return Checkpoint(name=name, kind="prompts", files=(wf,), description=desc, licence="MIT",
+                      source=f"{_ANOMALYCLIP_SRC}/tree/{_ANOMALYCLIP_COMMIT}/checkpoints/{folder}",
+                      attribution=_ANOMALYCLIP_ATTR)
+
+
 def _open_clip(arch: str, tag: str, repo: str, licence: str, desc: str, patch: int) -> Checkpoint:
     attribution = f"open_clip checkpoint {arch}/{tag}, licence {licence}; see https://huggingface.co/{repo}"
     return _hub(f"{arch}.{tag}", desc, licence, attribution, patch, repo=repo, arch=arch, tag=tag)
@@ -233,6 +260,11 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
                "OpenCLIP L/14 trained on LAION-2B", 14),
     _open_clip("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "MIT",
                "OpenCLIP H/14 trained on LAION-2B", 14),
+    _anomalyclip("anomalyclip-visa", "9_12_4_multiscale",
+                 "AnomalyCLIP prompts trained on VisA (official release, used for MVTec-AD and other datasets; "
+                 "ViT-L-14-336:openai)"),
+    _anomalyclip("anomalyclip-mvtec", "9_12_4_multiscale_visa",
+                 "AnomalyCLIP prompts trained on MVTec-AD (official release, used for VisA; ViT-L-14-336:openai)"),
 )
 """Every checkpoint zsad knows, in display order."""
 
