@@ -51,14 +51,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zsad.data.readers import (
-    _listdir,
-    find_child,
-    image_files,
-    pair_by_stem,
-    read_meta_json,
-    scan_mvtec_class,
-)
+from zsad.data.files import _listdir, find_child, image_files, pair_by_stem
+from zsad.data.readers import read_meta_json, scan_mvtec_class
 from zsad.data.samples import AnomalyDataset, Sample
 from zsad.errors import DatasetError
 
