@@ -11,6 +11,14 @@ Steps (the official Tipsomaly ``regrid_upsample_smooth``):
 4. Gaussian smoothing with ``sigma`` (default 4) and scipy's semantics: ``reflect`` border (``d c b a | a b c d``),
    ``truncate=4`` (radius ``int(truncate * sigma + 0.5)``), axis 0 then axis 1 — computed on the model's device.
 
+Every step is linear in the patch map (step 3 is ``0.5 + 0.5 * (up_abnormal - up_normal)``), so the head applies
+them as one operator per axis: ``map = 0.5 + 0.5 * A_rows @ (p_abnormal - p_normal) @ A_cols.T`` with
+``A = blur @ upsample`` (``H x rows``, built in float64 once per grid, size and sigma:
+:func:`smoothing_operator`). For a 37x37 grid at 518 px that is two small matrix products per map instead of an
+upsampled two-channel map and two 33-tap convolutions; the result equals the step-by-step computation
+(:meth:`PixelMapHead.rough` and :func:`gaussian_blur`, kept for inspection and tests) to float32 rounding. Grid maps
+rendered for the reference evidence (:meth:`PixelMapHead.render`, :func:`smooth_grid_map`) take the same operator.
+
 Example:
     >>> import torch
     >>> head = PixelMapHead(sigma=4)
@@ -23,14 +31,16 @@ Example:
 from __future__ import annotations
 
 import math
+import threading
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from zsad.errors import ConfigError
 from zsad.heads.base import PixelHead, ScoreInputs, upsample_grid_map
 
-__all__ = ["PixelMapHead", "gaussian_blur", "upsample_patch_probs"]
+__all__ = ["PixelMapHead", "gaussian_blur", "smooth_grid_map", "smoothing_operator", "upsample_patch_probs"]
 
 
 def upsample_patch_probs(patch_probs: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -55,6 +65,86 @@ def _gaussian_kernel(sigma: float, truncate: float, device: torch.device) -> tor
     x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
     phi = torch.exp(-0.5 / (float(sigma) ** 2) * x**2)
     return (phi / phi.sum()).float()
+
+
+def _operator_array(n_in: int, n_out: int, sigma: float, truncate: float) -> np.ndarray:
+    """``(n_out, n_in)`` float32: bilinear upsampling (torch's source coordinates) then the scipy Gaussian."""
+    from zsad.results import bilinear_axis
+
+    lo, hi, frac = bilinear_axis(n_in, n_out)
+    rows = np.arange(n_out)
+    up = np.zeros((n_out, n_in), np.float64)
+    np.add.at(up, (rows, lo), 1.0 - frac.astype(np.float64))
+    np.add.at(up, (rows, hi), frac.astype(np.float64))
+    if sigma > 0:
+        radius = int(truncate * sigma + 0.5)
+        x = np.arange(-radius, radius + 1, dtype=np.float64)
+        kernel = np.exp(-0.5 / sigma**2 * x**2)
+        kernel /= kernel.sum()
+        source = np.arange(-radius, n_out + radius) % (2 * n_out)  # scipy "reflect": d c b a | a b c d
+        source = np.where(source >= n_out, 2 * n_out - 1 - source, source)
+        blur = np.zeros((n_out, n_out), np.float64)
+        for k in range(kernel.size):
+            np.add.at(blur, (rows, source[rows + k]), kernel[k])
+        up = blur @ up
+    return up.astype(np.float32)
+
+
+_OPERATORS: dict[tuple, torch.Tensor] = {}  # (n_in, n_out, sigma, truncate, device) -> operator, never changed
+_LOCK = threading.Lock()
+
+
+@torch.compiler.disable  # numpy work, outside compiled graphs (which read the stored operator afterwards)
+def _build(key: tuple) -> None:
+    array = _operator_array(*key[:4])
+    with _LOCK, torch.inference_mode(False):  # a plain tensor, usable in and outside inference mode
+        _OPERATORS.setdefault(key, torch.tensor(array, device=key[4]))
+
+
+def smoothing_operator(n_in: int, n_out: int, sigma: float, truncate: float = 4.0, device="cpu") -> torch.Tensor:
+    """``(n_out, n_in)`` float32 matrix of bilinear upsampling ``n_in -> n_out`` (``align_corners=False``) followed
+    by the scipy-``reflect`` Gaussian of ``sigma`` (none for 0) along one axis.
+
+    Built in float64 with numpy once per arguments and device, and kept (``torch.compile`` reads the kept tensor
+    without a graph break). Under ``torch.export`` an operator not yet kept is made as a constant of the graph and
+    not kept (nothing made while tracing outlives the trace). Read only.
+
+    Example:
+        >>> op = smoothing_operator(4, 56, sigma=4)
+        >>> op.shape, round(float(op.sum(dim=1).mean()), 6)  # rows sum to one: constants stay constant
+        (torch.Size([56, 4]), 1.0)
+    """
+    key = (int(n_in), int(n_out), float(sigma), float(truncate), str(torch.device(device)))
+    op = _OPERATORS.get(key)
+    if op is None:
+        if torch.compiler.is_exporting():
+            return torch.tensor(_operator_array(*key[:4]), device=device)
+        _build(key)
+        op = _OPERATORS[key]
+    return op
+
+
+def smooth_grid_map(grid_map: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], sigma: float,
+                    truncate: float = 4.0) -> torch.Tensor:
+    """A ``(B, N)`` row-major grid map upsampled bilinearly to ``size`` and smoothed with the Gaussian of ``sigma``:
+    ``(B, H, W)``. With ``sigma > 0`` this is :func:`smoothing_operator` along each axis (two matrix products);
+    with ``sigma == 0`` plain bilinear upsampling (:func:`~zsad.heads.base.upsample_grid_map`).
+
+    Example:
+        >>> smooth_grid_map(torch.full((2, 16), 0.25), (4, 4), (56, 56), sigma=4).shape
+        torch.Size([2, 56, 56])
+    """
+    if sigma <= 0:
+        return upsample_grid_map(grid_map, grid, size)
+    (rows, cols), (h, w) = (int(grid[0]), int(grid[1])), (int(size[0]), int(size[1]))
+    if rows * cols != grid_map.shape[-1]:
+        raise ValueError(f"patch grid {tuple(grid)} does not hold {grid_map.shape[-1]} patches")
+    a_rows = smoothing_operator(rows, h, sigma, truncate, grid_map.device)
+    a_cols = smoothing_operator(cols, w, sigma, truncate, grid_map.device)
+    x = grid_map.float().reshape(-1, rows, cols)
+    # a_rows @ x @ a_cols.T as two plain matrix products (a broadcast batched product is several times slower)
+    tall = (a_rows @ x.permute(1, 0, 2).reshape(rows, -1)).reshape(h, -1, cols)
+    return (tall.permute(1, 0, 2).reshape(-1, cols) @ a_cols.T).reshape(-1, h, w)
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -92,8 +182,14 @@ class PixelMapHead(PixelHead):
         return (1 - up[:, 0] + up[:, 1]) / 2
 
     def forward(self, inputs: ScoreInputs, size: tuple[int, int]) -> torch.Tensor:
-        return gaussian_blur(self.rough(inputs.patch_probs, inputs.grid, size), self.sigma, self.truncate)
+        probs = inputs.patch_probs.float()
+        if probs.shape[1] != inputs.grid[0] * inputs.grid[1]:
+            raise ValueError(f"patch grid {inputs.grid} does not hold {probs.shape[1]} patches")
+        if self.sigma <= 0:  # plain bilinear upsampling, as the official code
+            return self.rough(probs, inputs.grid, size)
+        # linear steps (module docstring): 0.5 + 0.5 * smoothed(upsampled(p_abnormal - p_normal))
+        return 0.5 + 0.5 * self.render(probs[..., 1] - probs[..., 0], inputs.grid, size)
 
     def render(self, grid_map: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """A ``(B, N)`` grid map upsampled bilinearly and smoothed with this head's Gaussian."""
-        return gaussian_blur(upsample_grid_map(grid_map, grid, size), self.sigma, self.truncate)
+        return smooth_grid_map(grid_map, grid, size, self.sigma, self.truncate)
