@@ -41,9 +41,10 @@ class DetectorCache:
             return self.detectors[key]
         base = self.given
         backbone = None
-        runtime = self.runtime if base is None or self.runtime is not None else base.runtime_options
+        own = base.runtime_options if isinstance(base, Detector) else None  # an exported model has none
+        runtime = self.runtime if self.runtime is not None else own
         if base is not None and base.config.backbone == config.backbone:
-            if base.config == config and (self.runtime is None or self.runtime == base.runtime_options):
+            if base.config == config and (self.runtime is None or self.runtime == own):
                 self.detectors[key] = base
                 return base
             backbone = base.backbone
