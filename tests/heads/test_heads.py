@@ -8,8 +8,7 @@ import scipy.ndimage as ndi
 import torch
 
 from zsad import create_head
-from zsad.heads.base import ScoreInputs
-from zsad.heads.base import upsample_grid_map
+from zsad.heads.base import ScoreInputs, upsample_grid_map
 from zsad.heads.pixel import PixelMapHead, gaussian_blur, smooth_grid_map
 
 
