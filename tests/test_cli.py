@@ -42,6 +42,67 @@ def test_predict_folder_writes_scores_overlays_maps(images, tmp_path, capsys):
     assert "a.png" in capsys.readouterr().out
 
 
+def test_predict_speed_options_reach_the_detector(images, tmp_path, capsys):
+    base = tmp_path / "base"
+    assert main(["predict", str(images), "--out", str(base), "--no-overlays", "-q", *TINY]) == 0
+    fast = tmp_path / "fast"
+    assert main(["predict", str(images), "--out", str(fast), "--no-overlays", "-q", "--decode-workers", "2",
+                 "--no-tf32", "--batch-size", "1", *TINY]) == 0
+    scores = [[r["pred_score"] for r in json.loads((d / "scores.json").read_text())["results"]] for d in (base, fast)]
+    assert scores[0] == scores[1]  # worker processes and the exact preprocessing change nothing
+    runtime = json.loads((fast / "manifest.json").read_text())["runtime"]
+    assert runtime == {"compile": False, "tf32": False, "preprocess": "exact", "decode_workers": 2, "prefetch": None}
+    device = tmp_path / "device"
+    assert main(["predict", str(images), "--out", str(device), "--no-overlays", "-q", "--preprocess", "device",
+                 "--decode-workers", "0", *TINY]) == 0
+    got = [r["pred_score"] for r in json.loads((device / "scores.json").read_text())["results"]]
+    assert np.allclose(got, scores[0], atol=1e-2)
+    capsys.readouterr()
+    # other pixels, other results: a device-preprocessed run does not resume an exact one
+    assert main(["predict", str(images), "--out", str(base), "--no-overlays", "-q", "--preprocess", "device",
+                 *TINY]) == 2
+    assert "preprocess" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", str(images), "--decode-workers", "-1", *TINY])
+    assert main(["predict", str(images), "--model", str(tmp_path / "m.onnx"), "--compile"]) == 2
+    assert "--compile cannot change an exported model" in capsys.readouterr().err
+
+
+def test_evaluate_speed_options_reach_the_detector_and_the_fingerprint(tmp_path, capsys):
+    data = str(FIXTURE / "dataset")
+    base = tmp_path / "base"
+    assert main(["evaluate", "--data", data, "--out", str(base), "-q", "--classes", "metal_nut", *TINY]) == 0
+    fast = tmp_path / "fast"
+    assert main(["evaluate", "--data", data, "--out", str(fast), "-q", "--classes", "metal_nut", "--no-tf32",
+                 "--decode-workers", "2", *TINY]) == 0
+    means = [json.loads((d / "metrics.json").read_text())["mean"] for d in (base, fast)]
+    assert means[0] == means[1]  # decoding processes and the TF32 flag on a CPU change no number
+    manifest = json.loads((fast / "manifest.json").read_text())
+    assert manifest["runtime"] == {"compile": False, "tf32": False, "preprocess": "exact", "decode_workers": 2,
+                                   "prefetch": None}
+    assert json.loads((base / "manifest.json").read_text())["fingerprint"] == manifest["fingerprint"]
+    capsys.readouterr()
+    # the device preprocessing gives other pixels: its fingerprint differs, so it does not resume the exact run
+    assert main(["evaluate", "--data", data, "--out", str(base), "-q", "--classes", "metal_nut", "--preprocess",
+                 "device", *TINY]) == 2
+    assert "preprocess" in capsys.readouterr().err
+
+
+def test_serve_speed_flags_reach_the_detector():
+    from zsad.cli import _runtime_options, build_parser
+    from zsad.serve import ModelSpec
+
+    args = build_parser().parse_args(["serve", "--compile", "--no-tf32", "--preprocess", "device", *TINY])
+    options = _runtime_options(args)
+    assert options == {"compile": True, "tf32": False, "pipeline": {"preprocess": "device", "workers": None}}
+    assert _runtime_options(build_parser().parse_args(["serve", *TINY])) is None
+    with pytest.raises(SystemExit):  # uploads are decoded in the server's process: no decoding workers
+        build_parser().parse_args(["serve", "--decode-workers", "2"])
+    det = ModelSpec(overrides=parse_set(TINY[1:6:2]), device="cpu", runtime_options={"tf32": False,
+                    "pipeline": {"preprocess": "device"}}).load()
+    assert det.runtime_options.tf32 is False and det.runtime_options.pipeline.preprocess == "device"
+
+
 def test_predict_glob_and_missing_paths(images, tmp_path, capsys):
     assert main(["predict", str(images / "*.png"), "--out", str(tmp_path / "o"), "--no-overlays", "-q", *TINY]) == 0
     assert len(json.loads((tmp_path / "o" / "scores.json").read_text())["results"]) == 1

@@ -138,7 +138,7 @@ def test_repr_names_the_parts(det):
 
 def test_parallel_loading_keeps_input_order(det):
     imgs = [np.full((20 + i, 30 + i, 3), 10 * i, np.uint8) for i in range(11)]
-    chunks = list(det.iter_batches(imgs, batch_size=4, workers=3))
+    chunks = list(det.iter_batches(imgs, batch_size=4))
     assert [len(c) for c, _ in chunks] == [4, 4, 3]
     sizes = [hw for _, b in chunks for hw in b.original_sizes]
     assert sizes == [(20 + i, 30 + i) for i in range(11)]

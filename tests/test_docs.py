@@ -134,8 +134,8 @@ def tiny_detectors(monkeypatch):
 
     real_init = Detector.__init__
 
-    def init(self, config, *, device=None, dtype=None, backbone=None):
-        real_init(self, tiny_config(config), device="cpu", dtype=None, backbone=backbone)
+    def init(self, config, *, device=None, dtype=None, backbone=None, **runtime):
+        real_init(self, tiny_config(config), device="cpu", dtype=None, backbone=backbone, **runtime)
 
     monkeypatch.setattr(Detector, "__init__", init)
 

@@ -37,7 +37,8 @@ def engine():
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    eng = RayEngine(workers=2, device="cpu")
+    # each worker decodes with one process of its own: the runtime options reach the workers' detectors
+    eng = RayEngine(workers=2, device="cpu", runtime={"pipeline": {"workers": 1}})
     yield eng
     eng.close()
     if started:
@@ -151,6 +152,7 @@ def test_predict_on_ray_from_a_path_list_resumes_and_matches(engine, tmp_path):
             assert (out / sub / n).read_bytes() == (tmp_path / "local" / sub / n).read_bytes()
     errors = rows(out / "errors.csv")
     assert [e["output_name"] for e in errors] == ["broken", "missing"]
+    assert json.loads((out / "manifest.json").read_text())["runtime"]["decode_workers"] == 1
     assert "does not exist" in errors[1]["error"]
 
     # an interrupted run: one shard's part file is missing; a rerun computes that shard only

@@ -58,7 +58,7 @@ def _positive_int(text: str) -> int:
     return _whole_number(text, 1)
 
 
-def _seed(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
@@ -94,10 +94,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.model:  # an exported graph: ONNX Runtime / OpenVINO, no torch
         fixed = [flag for flag, given in (("--recipe", args.recipe), ("--set", args.overrides), ("--dtype", args.dtype),
                                           ("--engine ray", args.engine != "local")) if given]
+        fixed += [flag for flag, given in _runtime_flags(args) if given]
         if fixed:
             raise ZsadError(f"{', '.join(fixed)} cannot change an exported model (the recipe, its overrides and the "
-                            "dtype were fixed by `zsad export`, and it runs in this process); export it again with "
-                            "them, or drop --model.")
+                            "dtype were fixed by `zsad export`, it runs in this process on its runtime and decodes "
+                            "with the exact preprocessing); export it again with them, or drop --model.")
         from zsad.export.runtime import ExportedDetector
 
         det: Any = ExportedDetector.load(args.model, args.runtime, device=args.device or "cpu")
@@ -113,7 +114,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.inputs, out, recipe=recipe, overrides=parse_set(args.overrides), class_name=class_name,
         device=args.device, dtype=args.dtype, batch_size=args.batch_size, overlays=args.overlays,
         save_maps=args.save_maps, shard_size=args.shard_size, resume=not args.no_resume, progress=not args.quiet,
-        detector=det, **_engine_args(args),
+        detector=det, runtime=None if args.model else _runtime_options(args), **_engine_args(args),
     )
     if not args.quiet:
         _print_scores(run.files["scores_csv"], limit=20)
@@ -178,6 +179,36 @@ def _print_scores(path: Path, limit: int) -> None:
         print(f"... (all scores in {path})")
 
 
+def _add_runtime_args(p: argparse.ArgumentParser, files: bool = True) -> None:
+    """The runtime flags (--compile, --no-tf32, --preprocess; --decode-workers for commands that read files)."""
+    speed = p.add_argument_group("speed (see the performance page of the docs; none changes the recipe)")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model (the first batches are slower)")
+    speed.add_argument("--no-tf32", action="store_true",
+                       help="full float32 matmuls on CUDA (default: TF32 for a float32 backbone on CUDA)")
+    speed.add_argument("--preprocess", choices=["exact", "device"], default="exact",
+                       help="exact = the recipe's decode and resize on the host, identical to the reference "
+                            "pipeline (default); device = resize (and decode JPEG files) on the model's device")
+    if not files:  # uploads are decoded in this process
+        p.set_defaults(decode_workers=None)
+        return
+    speed.add_argument("--decode-workers", type=_non_negative_int, default=None, metavar="N",
+                       help="image-decoding worker processes per detector (default: one per CPU core for a GPU "
+                            "model, none for a CPU model: threads decode; 0 = threads only)")
+
+
+def _runtime_flags(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    return [("--compile", args.compile), ("--no-tf32", args.no_tf32), ("--preprocess", args.preprocess != "exact"),
+            ("--decode-workers", args.decode_workers is not None)]
+
+
+def _runtime_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The runtime options of the flags, or None when none was given (a given detector keeps its own)."""
+    if not any(given for _, given in _runtime_flags(args)):
+        return None
+    return {"compile": args.compile, "tf32": False if args.no_tf32 else None,
+            "pipeline": {"preprocess": args.preprocess, "workers": args.decode_workers}}
+
+
 def _engine_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"engine": args.engine, "workers": args.workers, "ray_address": args.ray_address}
 
@@ -194,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides=parse_set(args.overrides), aupro=args.aupro, protocol=args.protocol, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, classes=args.classes, save_maps=args.save_maps,
         save_overlays=args.save_overlays, resume=not args.no_resume, progress=not args.quiet, undefined=args.undefined,
-        shots=args.shots, seeds=args.seed, **_engine_args(args),
+        shots=args.shots, seeds=args.seed, runtime=_runtime_options(args), **_engine_args(args),
     )
     return 0
 
@@ -225,7 +256,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get("ZSAD_API_KEY") or None, map_range=tuple(args.map_range),
     )
     spec = ModelSpec(recipe=args.recipe, overrides=parse_set(args.overrides), model=args.model, runtime=args.runtime,
-                     device=args.device, dtype=args.dtype)
+                     device=args.device, dtype=args.dtype, runtime_options=_runtime_options(args))
     serve(spec, settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -402,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "predict", "score images and write anomaly maps",
              "  zsad predict part.png --class-name 'metal nut'\n"
              "  zsad predict 'photos/*.jpg' folder/ --class-name screw --out runs/screws --device cuda\n"
+             "  zsad predict photos/ --device cuda --dtype bfloat16 --compile --preprocess device --batch-size 64\n"
              "  zsad predict img.png --set backbone_checkpoint=/weights/tips-l14 --set image_size=448\n"
              "  zsad predict paths.txt --out runs/line3 --no-overlays --engine ray --workers 4\n"
              "  zsad predict --model detector.onnx parts/ --class-name screw   (a model from `zsad export`)\n")
@@ -425,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per shard: the unit of work, of a part file and of resuming (default 256)")
     p.add_argument("--no-resume", action="store_true", help="replace the results of an earlier run in --out")
     _add_engine_args(p)
+    _add_runtime_args(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_predict)
 
@@ -471,10 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=_positive_int, default=None, metavar="K",
                    help="few-shot protocol: K normal images per class from the dataset's train split are the class's "
                         "references (default: zero-shot)")
-    p.add_argument("--seed", type=_seed, nargs="+", default=None, metavar="S",
+    p.add_argument("--seed", type=_non_negative_int, nargs="+", default=None, metavar="S",
                    help="with --shots: the seeds of the draws, one evaluation each, reported per seed and as their "
                         "mean (default: 0)")
     _add_engine_args(p)
+    _add_runtime_args(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate, usage_error=p.error)
 
@@ -532,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-range", nargs=2, type=float, default=(0.0, 1.0), metavar=("VMIN", "VMAX"),
                    help="fixed colour scale of the overlay PNGs (default: 0 1)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_runtime_args(p, files=False)
     p.set_defaults(func=cmd_serve)
 
     p = _sub(sub, "recipes", "list recipes, or show one as JSON",

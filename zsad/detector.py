@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from itertools import islice, repeat
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence, overload
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from zsad.components import create_backbone, create_prompts, get_recipe
 from zsad.config import DetectorConfig
 from zsad.errors import ConfigError, ImageError
-from zsad.io import as_items, class_names_for, iter_prepared, prepare_batch
+from zsad.pipeline import InputPipeline, PipelineOptions, Preprocess
+from zsad.predicting import check_map_size, named_batches, predict_all
 from zsad.results import AnomalyResult, batch_results
+from zsad.runtime import RuntimeOptions, ScoringRuntime, use_tf32
+from zsad.transfer import one_behind, scores_to_host
 from zsad.weights.table import patch_size_of
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that Detector.from_export works without it
@@ -74,6 +76,17 @@ class Detector:
         dtype: backbone precision, ``"float32"`` (default) or ``"bfloat16"``; scoring is always fp32.
         backbone: an already built backbone to use instead of ``config.backbone`` (e.g. shared between detectors);
             it is moved to ``device``/``dtype`` in place and frozen.
+        compile: ``torch.compile`` the image encoder and the scoring step (``True``, or a mode such as
+            ``"max-autotune"`` / ``"reduce-overhead"``); see :mod:`zsad.runtime`.
+        tf32: let a float32 backbone use TF32 on CUDA (default: yes on CUDA; scoring stays IEEE float32).
+        pipeline: how inputs are loaded, a :class:`~zsad.pipeline.PipelineOptions` or its fields as a dict
+            (default: the recipe's exact preprocessing; worker processes for a GPU model; see :mod:`zsad.pipeline`).
+
+    ``compile``, ``tf32`` and ``pipeline`` (together :attr:`runtime_options`, a :class:`~zsad.runtime.RuntimeOptions`)
+    are runtime settings like ``device``: they are not part of the recipe and are not saved.
+
+    A detector that loaded files with worker processes keeps them for its next calls; :meth:`close` (or a
+    ``with`` block) stops them, as does the end of the program.
     """
 
     def __init__(
@@ -83,9 +96,13 @@ class Detector:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         backbone: Any = None,
+        compile: bool | str = False,
+        tf32: bool | None = None,
+        pipeline: PipelineOptions | dict | None = None,
     ) -> None:
         import torch
 
+        self.runtime_options = RuntimeOptions(compile=compile, tf32=tf32, pipeline=pipeline)
         self.config = config
         self.device = torch.device(device or _default_device())
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -113,6 +130,10 @@ class Detector:
         from zsad.heads.scoring import build_scorer
 
         self.scorer: BatchScorer = build_scorer(self.backbone, config.heads)
+        #: whether the backbone's float32 matmuls use TF32 (see :func:`zsad.runtime.use_tf32`)
+        self.tf32 = use_tf32(tf32, self.device, self.dtype)
+        self._scoring = ScoringRuntime(self.scorer, self.device, tf32=self.tf32, compile=self.runtime_options.compile)
+        self._pipeline: InputPipeline | None = None
         self._cache: dict[tuple, torch.Tensor] = {}
         self._warned_untrained = False
 
@@ -125,6 +146,9 @@ class Detector:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         backbone_options: dict | None = None,
+        compile: bool | str = False,
+        tf32: bool | None = None,
+        pipeline: PipelineOptions | dict | None = None,
         **overrides: Any,
     ) -> "Detector":
         """Build a detector from a named recipe (or a recipe JSON path) with field overrides.
@@ -132,14 +156,15 @@ class Detector:
         Overrides are flat names (``backbone_checkpoint``, ``prompt_checkpoint``, ``image_size``, ``sigma``,
         ``fixed_prompts``, ``image_score``, ... see :data:`zsad.config.OVERRIDE_ALIASES`) or dotted paths
         (``"heads.sigma"`` via ``**{"heads.sigma": 2}``). ``backbone_options`` are merged into
-        ``backbone.options``.
+        ``backbone.options``. ``device``, ``dtype``, ``compile``, ``tf32`` and ``pipeline`` are the runtime
+        arguments of :class:`Detector`.
         """
         config = get_recipe(name)
         if backbone_options:
             overrides["backbone.options"] = {**config.backbone.options, **backbone_options}
         if overrides:
             config = config.with_overrides(**overrides)
-        return cls(config, device=device, dtype=dtype)
+        return cls(config, device=device, dtype=dtype, compile=compile, tf32=tf32, pipeline=pipeline)
 
     @classmethod
     def from_config(cls, config: DetectorConfig | dict | str | os.PathLike, **kwargs: Any) -> "Detector":
@@ -381,9 +406,10 @@ class Detector:
         (one for all images, one per image, or ``None`` for zero-shot; see :mod:`zsad.heads.memory`).
 
         :meth:`score_pixels` calls it with the prototypes and references of the class names; :meth:`export` traces
-        it with the prototypes of the exported classes baked in.
+        it with the prototypes of the exported classes baked in. The runtime options apply here (TF32 for the
+        backbone, ``compile``); the traced graph is the plain :attr:`scorer`.
         """
-        return self.scorer(pixels, g_f, g_l, banks)
+        return self._scoring(pixels, g_f, g_l, banks)
 
     def _warn_if_untrained(self) -> None:
         if not self.prompts.trained and not self._warned_untrained:
@@ -394,34 +420,52 @@ class Detector:
                 stacklevel=3,
             )
 
+    @property
+    def preprocessing(self) -> Preprocess:
+        """What is done to every input image: the recipe's preprocessing with the backbone's normalisation."""
+        pre, spec = self.config.preprocess, self.backbone.preprocessing
+        return Preprocess(pre.image_size, pre.resample or spec.resample, spec.mean, spec.std, pre.exif_transpose,
+                          pre.high_bit_depth, pre.resize_backend, pre.rgb_conversion)
+
     def preprocess(self, inputs: Sequence[ImageInput], executor: Executor | None = None):
-        """Load and preprocess inputs into a :class:`zsad.io.PreparedBatch` for this detector's backbone."""
-        pre = self.config.preprocess
-        spec = self.backbone.preprocessing
-        return prepare_batch(
-            inputs,
-            pre.image_size,
-            resample=pre.resample or spec.resample,
-            mean=spec.mean,
-            std=spec.std,
-            exif_transpose=pre.exif_transpose,
-            high_bit_depth=pre.high_bit_depth,
-            executor=executor,
-            backend=pre.resize_backend,
-            rgb_conversion=pre.rgb_conversion,
-        )
+        """Load and preprocess inputs into a :class:`zsad.io.PreparedBatch` for this detector's backbone (CPU
+        float pixels; ``executor``, e.g. a thread pool, decodes the images in parallel)."""
+        return self.preprocessing.prepare(inputs, executor)
 
     def iter_batches(
-        self, inputs: Iterable[ImageInput], batch_size: int | None = None, *, workers: int | None = None
+        self,
+        inputs: Iterable[ImageInput],
+        batch_size: int | None = None,
+        *,
+        errors: Literal["raise", "return"] = "raise",
     ) -> Iterator[tuple[list[ImageInput], Any]]:
-        """Yield ``(chunk, PreparedBatch)`` pairs of at most ``batch_size`` inputs, loading ahead.
+        """Yield ``(chunk, PreparedBatch)`` pairs of at most ``batch_size`` inputs, pixels on the device.
 
-        The next chunk is decoded while the caller works on the current one (e.g. runs the model), and the images
-        of a chunk are decoded in parallel by ``workers`` threads (default: up to 8, one per CPU core). ``inputs``
-        is consumed lazily (a generator works), so at most two chunks are held at a time.
+        Batches are loaded ahead by the input pipeline (:mod:`zsad.pipeline`, set with ``pipeline=``): while the
+        caller runs the model on one batch, the next ones are decoded. ``inputs`` is consumed lazily (a generator
+        works). An input that cannot be loaded raises its :class:`~zsad.errors.ImageError` when its batch is
+        reached (``errors="raise"``), or, with ``errors="return"``, is reported in ``PreparedBatch.errors``
+        while the rest of its batch is loaded.
         """
         size = self.config.batch_size if batch_size is None else batch_size
-        yield from iter_prepared(inputs, size, self.preprocess, workers=workers)
+        yield from self.input_pipeline().batches(inputs, size, errors=errors)
+
+    def input_pipeline(self) -> InputPipeline:
+        """The :class:`~zsad.pipeline.InputPipeline` that loads this detector's inputs (created on first use)."""
+        if self._pipeline is None:
+            self._pipeline = InputPipeline(self.preprocessing, self.device, self.runtime_options.pipeline)
+        return self._pipeline
+
+    def close(self) -> None:
+        """Stop the input pipeline's worker processes (the detector stays usable; they restart when needed)."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @overload
     def predict(self, inputs: Sequence[ImageInput], class_name: str | Sequence[str] = ..., **kw: Any) -> list[AnomalyResult]: ...
@@ -453,14 +497,8 @@ class Detector:
             One :class:`AnomalyResult` for a single input (a path, image, array or 3-D tensor); a list otherwise.
             Every map of a list is kept in memory: for long runs iterate over :meth:`predict_iter` instead.
         """
-        if map_size not in ("original", "input"):
-            raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
-        items, single = as_items(inputs)
-        names = class_names_for(class_name, items)
-        show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
-        results = list(self.predict_iter(items, names, map_size=map_size, batch_size=batch_size, progress=show,
-                                         total=len(names)))
-        return results[0] if single and len(results) == 1 else results
+        return predict_all(self.predict_iter, inputs, class_name, map_size=map_size, batch_size=batch_size,
+                           progress=progress, default_batch_size=self.config.batch_size)
 
     def predict_iter(
         self,
@@ -477,6 +515,8 @@ class Detector:
         The streaming form of :meth:`predict` for long runs: memory stays constant whatever the number of images
         (the caller keeps or drops each result). ``inputs`` may be a generator; ``class_name`` is one name or an
         iterable with one name per image (consumed alongside). A 4-D tensor input yields one result per image.
+        On a GPU the results of a batch are copied to the host while the model runs the next batch, so they are
+        yielded one batch later.
 
         Args:
             inputs, class_name, map_size, batch_size: as for :meth:`predict`.
@@ -494,39 +534,25 @@ class Detector:
             >>> [r.anomaly_map.shape for r in det.predict_iter(frames, "screw", batch_size=2)]
             [(20, 30), (20, 30), (20, 30), (20, 30), (20, 30)]
         """
-        if map_size not in ("original", "input"):
-            raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
+        check_map_size(map_size)
         import torch
-
-        from zsad.prompts.templates import check_class_name
-
-        if isinstance(class_name, (str, bytes)) or not isinstance(class_name, Iterable):
-            names: Iterator[str] = repeat(check_class_name(class_name))
-        else:
-            names = map(check_class_name, iter(class_name))
         from tqdm.auto import tqdm
 
-        with torch.inference_mode(), tqdm(total=total, disable=not progress, unit="img", desc="zsad predict") as bar:
-            for chunk, batch in self.iter_batches(inputs, batch_size):
-                chunk_names = list(islice(names, len(batch.original_sizes)))
-                if len(chunk_names) != len(batch.original_sizes):
-                    raise ConfigError("class_name has fewer entries than there are images; give one name or one "
-                                      "per image.")
+        def scored() -> Iterator[Callable[[], Iterator[AnomalyResult]]]:
+            batches = self.iter_batches(inputs, batch_size)
+            for chunk, batch, chunk_names in named_batches(batches, class_name, lambda b: len(b.original_sizes)):
                 out = self.score_pixels(batch.pixels, chunk_names)
-                yield from self._results(out, batch, chunk_names, map_size)
-                bar.update(len(chunk))
+                wait = scores_to_host(out.scores, out.maps, batch.original_sizes if map_size == "original" else None)
+                yield partial(self._results, wait, batch, chunk_names, len(chunk), bar)
 
-    def _results(self, out: BatchScores, batch, names: list[str], map_size: str) -> Iterable[AnomalyResult]:
-        import torch.nn.functional as F
+        # on a GPU the copies of a batch's results to the host overlap the next batch's model work
+        with torch.inference_mode(), tqdm(total=total, disable=not progress, unit="img", desc="zsad predict") as bar:
+            yield from one_behind(scored(), self.device.type == "cuda")
 
-        maps = []
-        for i, hw in enumerate(batch.original_sizes):
-            amap = out.maps[i : i + 1]
-            if map_size == "original" and tuple(amap.shape[-2:]) != hw:
-                amap = F.interpolate(amap.unsqueeze(1), size=hw, mode="bilinear", align_corners=False).squeeze(1)
-            maps.append(amap[0].float().cpu().numpy().astype(np.float32, copy=False))
-        scores = {k: v.float().cpu().numpy() for k, v in out.scores.items()}
-        return batch_results(scores, maps, batch, names, self.config.heads.image_score)
+    def _results(self, wait, batch, names: list[str], count: int, bar) -> Iterator[AnomalyResult]:
+        scores, maps = wait()
+        yield from batch_results(scores, maps, batch, names, self.config.heads.image_score)
+        bar.update(count)
 
     def __repr__(self) -> str:
         c = self.config

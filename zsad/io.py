@@ -31,7 +31,7 @@ import os
 import sys
 from itertools import islice
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
@@ -45,6 +45,8 @@ __all__ = [
     "load_image",
     "prepare",
     "prepare_array",
+    "resize_square",
+    "pixels_from_uint8",
     "PreparedBatch",
     "prepare_batch",
     "iter_prepared",
@@ -157,6 +159,20 @@ def _high_bit_to_rgb(image: Image.Image, what: str, high_bit_depth: str) -> Imag
     return image.convert("RGB")
 
 
+def resize_square(image: Image.Image, size: int, resample: str = "bilinear") -> np.ndarray:
+    """Pillow resize of an image to ``size x size``: a ``(size, size, 3)`` uint8 array (the official resize).
+
+    An image that is not RGB yet (kept in its file's mode, ``rgb_conversion="after_resize"``) is resized in its own
+    mode and converted to RGB afterwards.
+
+    Example:
+        >>> resize_square(Image.new("RGB", (30, 20), (255, 0, 0)), 28).shape
+        (28, 28, 3)
+    """
+    resized = image.resize((size, size), _RESAMPLE[resample])
+    return np.asarray(resized if resized.mode == "RGB" else resized.convert("RGB"), dtype=np.uint8)
+
+
 def prepare_array(image: Image.Image, size: int, resample: str = "bilinear") -> np.ndarray:
     """Resize an RGB PIL image to ``size x size``: a ``(3, size, size)`` float32 array in [0, 1] (no torch needed).
 
@@ -164,9 +180,25 @@ def prepare_array(image: Image.Image, size: int, resample: str = "bilinear") -> 
         >>> prepare_array(Image.new("RGB", (30, 20), (255, 0, 0)), 28)[:, 0, 0].tolist()
         [1.0, 0.0, 0.0]
     """
-    resized = image.resize((size, size), _RESAMPLE[resample])
-    resized = resized if resized.mode == "RGB" else resized.convert("RGB")  # a file's own mode: convert after
-    return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
+    return np.ascontiguousarray(resize_square(image, size, resample).transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
+
+
+def pixels_from_uint8(pixels, mean=None, std=None):
+    """``(B, H, W, 3)`` uint8 tensor (any device) -> ``(B, 3, H, W)`` float32 ``/ 255``, normalised by mean/std.
+
+    Bit-identical to :func:`prepare_array` followed by the normalisation, on every device: the division is by a
+    tensor, not a Python number (CUDA divides by a scalar through its reciprocal, which is not always the correctly
+    rounded quotient).
+
+    Example:
+        >>> import torch
+        >>> pixels_from_uint8(torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)).shape
+        torch.Size([1, 3, 2, 2])
+    """
+    import torch
+
+    scale = torch.tensor(255.0, device=pixels.device)
+    return _normalize(pixels.permute(0, 3, 1, 2).contiguous() / scale, mean, std)  # uint8 / float32 -> float32
 
 
 def _resized(image: Image.Image, size: int, resample: str, backend: str, torch_free: bool = False):
@@ -243,7 +275,8 @@ def _normalize(pixels, mean, std):
         return (pixels - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(std, np.float32).reshape(shape)
     import torch
 
-    return (pixels - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+    mean, std = (torch.tensor(v, device=pixels.device).view(shape) for v in (mean, std))
+    return (pixels - mean) / std
 
 
 def is_tensor(value: Any) -> bool:
@@ -294,11 +327,17 @@ def class_names_for(class_name: str | Sequence[str], items: Sequence[Any]) -> li
 
 @dataclass
 class PreparedBatch:
-    """Model-ready pixels with what is needed to map results back to each input."""
+    """Model-ready pixels with what is needed to map results back to each input.
+
+    ``errors`` maps the position (in the inputs of this batch) of each input that could not be loaded to its
+    :class:`ImageError`; the rows of ``pixels`` are the other inputs, in order. It is empty unless the caller asked
+    for errors to be returned rather than raised (see :meth:`zsad.Detector.iter_batches`).
+    """
 
     pixels: Any  # torch.Tensor or np.ndarray (B, 3, S, S)
     original_sizes: list[tuple[int, int]]
     paths: list[str | None]
+    errors: dict[int, ImageError] = field(default_factory=dict)
 
 
 def _tensor_items(tensor, size: int, resample: str = "bilinear") -> list[tuple[Any, tuple[int, int]]]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from zsad.errors import NumericalError
 
-__all__ = ["AnomalyResult", "batch_results", "check_finite_outputs", "resize_map"]
+__all__ = ["AnomalyResult", "batch_results", "bilinear_axis", "check_finite_outputs", "resize_map"]
 
 
 def check_finite_outputs(scores: dict[str, float], anomaly_map: np.ndarray, source: str) -> None:
@@ -129,8 +129,15 @@ def batch_results(
     return results
 
 
-def _bilinear_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # float32 source coordinates as torch's CPU kernel computes them: scale * (i + 0.5) - 0.5 rounded once (fused multiply-add)
+def bilinear_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lo, hi, frac)`` of bilinear resizing (``align_corners=False``) along one axis: output ``i`` is
+    ``x[lo[i]] * (1 - frac[i]) + x[hi[i]] * frac[i]``, with the float32 source coordinates of torch's CPU kernel
+    (``scale * (i + 0.5) - 0.5`` rounded once, as a fused multiply-add).
+
+    Example:
+        >>> [a.tolist() for a in bilinear_axis(2, 4)]
+        [[0, 0, 0, 1], [1, 1, 1, 1], [0.0, 0.25, 0.75, 0.25]]
+    """
     scale = np.float64(np.float32(size_in / size_out))
     src = np.maximum(((np.arange(size_out) + 0.5) * scale - 0.5).astype(np.float32), np.float32(0))
     lo = np.minimum(src.astype(np.int64), size_in - 1)
@@ -148,7 +155,7 @@ def resize_map(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         >>> resize_map(np.array([[0.0, 1.0]], np.float32), (1, 4)).tolist()
         [[0.0, 0.25, 0.75, 1.0]]
     """
-    r0, r1, wr = _bilinear_axis(amap.shape[0], size[0])
-    c0, c1, wc = _bilinear_axis(amap.shape[1], size[1])
+    r0, r1, wr = bilinear_axis(amap.shape[0], size[0])
+    c0, c1, wc = bilinear_axis(amap.shape[1], size[1])
     rows = amap[r0] * (1 - wr)[:, None] + amap[r1] * wr[:, None]
     return (rows[:, c0] * (1 - wc) + rows[:, c1] * wc).astype(np.float32, copy=False)

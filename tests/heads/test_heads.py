@@ -8,8 +8,8 @@ import scipy.ndimage as ndi
 import torch
 
 from zsad import create_head
-from zsad.heads.base import ScoreInputs
-from zsad.heads.pixel import PixelMapHead, gaussian_blur
+from zsad.heads.base import ScoreInputs, upsample_grid_map
+from zsad.heads.pixel import PixelMapHead, gaussian_blur, smooth_grid_map
 
 
 @pytest.mark.parametrize("shape", [(2, 518, 518), (1, 10, 7), (3, 33, 64)])
@@ -18,6 +18,19 @@ def test_gaussian_matches_scipy_reflect(shape, sigma):
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     ref = np.stack([ndi.gaussian_filter(m, sigma=sigma, mode="reflect", truncate=4.0) for m in x])
     np.testing.assert_allclose(gaussian_blur(torch.from_numpy(x), sigma).numpy(), ref, atol=2e-6)
+
+
+@pytest.mark.parametrize(("grid", "size", "sigma"), [((37, 37), (518, 518), 4), ((4, 6), (30, 45), 1.5),
+                                                    ((7, 5), (7, 5), 2), ((3, 3), (10, 12), 8)])
+def test_fused_smoothing_equals_upsampling_then_the_gaussian(grid, size, sigma):
+    """The one-operator-per-axis map (upsampling and Gaussian fused) is the step-by-step computation."""
+    g = torch.from_numpy(np.random.default_rng(1).random((3, grid[0] * grid[1]), dtype=np.float32))
+    steps = gaussian_blur(upsample_grid_map(g, grid, size), sigma)
+    torch.testing.assert_close(smooth_grid_map(g, grid, size, sigma), steps, atol=2e-6, rtol=0)
+    probs = torch.stack([1 - g, g], dim=-1)  # the head: 0.5 + 0.5 * smoothed(abnormal - normal)
+    head = PixelMapHead(sigma=sigma)
+    torch.testing.assert_close(head(ScoreInputs({}, probs, grid), size),
+                               gaussian_blur(head.rough(probs, grid, size), sigma), atol=2e-6, rtol=0)
 
 
 def test_image_scores():

@@ -97,6 +97,8 @@ def test_export_options_are_checked_before_loading(tmp_path):
         ModelSpec(model=str(tmp_path), device="cuda").load()
     with pytest.raises(ConfigError, match="exported models only"):
         ModelSpec(runtime="onnxruntime").load()
+    with pytest.raises(ConfigError, match="--compile"):
+        ModelSpec(model=str(tmp_path), runtime_options={"compile": True}).load()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -22,6 +22,7 @@ from zsad.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from zsad.detector import Detector
+    from zsad.runtime import RuntimeOptions
 
 __all__ = ["ENGINES", "Engine", "Runner", "get_engine"]
 
@@ -47,7 +48,8 @@ ENGINES = ("local", "ray")
 
 
 def get_engine(name: str | Engine | None = "local", *, device: Any = None, dtype: Any = None,
-               detector: Detector | None = None, workers: int | None = None, address: str | None = None) -> Engine:
+               detector: Detector | None = None, workers: int | None = None, address: str | None = None,
+               runtime: RuntimeOptions | dict | None = None) -> Engine:
     """The engine called ``name`` (``None`` = ``"local"``). An :class:`Engine` instance is used as it is and left
     open when the workflow closes its engine (its owner closes it).
 
@@ -55,11 +57,21 @@ def get_engine(name: str | Engine | None = "local", *, device: Any = None, dtype
         device, dtype: where and in which precision the model runs.
         detector: an already built detector (the in-process engine reuses it).
         workers, address: for ``"ray"`` only (see :class:`~zsad.engines.ray_engine.RayEngine`).
+        runtime: the runtime options of the detectors the engine builds (:class:`~zsad.runtime.RuntimeOptions`
+            or its fields as a dict; ``None``: the given detector's, else the defaults).
 
     Raises:
         MissingDependencyError: ``"ray"`` without Ray installed (the message names the ``pip install``).
+        ConfigError: runtime options for an engine instance (give them to the engine when building it).
     """
+    if runtime is not None:
+        from zsad.runtime import RuntimeOptions
+
+        runtime = RuntimeOptions.coerce(runtime)
     if isinstance(name, Engine):
+        if runtime is not None:
+            raise ConfigError(f"Runtime options {runtime.describe()} cannot change an engine that is already built "
+                              f"({type(name).__name__}); pass runtime=... when you build it.")
         return _Borrowed(name)
     name = name or "local"
     if name == "local":
@@ -68,10 +80,10 @@ def get_engine(name: str | Engine | None = "local", *, device: Any = None, dtype
                               "(--engine ray) only.")
         from zsad.engines.local import LocalEngine
 
-        return LocalEngine(device, dtype, detector)
+        return LocalEngine(device, dtype, detector, runtime)
     if name == "ray":
         from zsad.engines.ray_engine import RayEngine, _ray
 
         _ray()  # fail now, in one line, when the extra is missing
-        return RayEngine(workers, address, device, dtype, detector)
+        return RayEngine(workers, address, device, dtype, detector, runtime=runtime)
     raise ConfigError(f"Unknown engine {name!r}; choose one of {', '.join(ENGINES)}.")

@@ -25,11 +25,14 @@ __all__ = ["Engine", "Runner"]
 
 class Runner(ABC):
     """Runs the model of one configuration (``config``). ``device`` describes where (for manifests);
-    ``backbone_source`` is the local folder the backbone was loaded from, when known (for checkpoint hashes)."""
+    ``backbone_source`` is the local folder the backbone was loaded from, when known (for checkpoint hashes);
+    ``runtime_options`` the runtime options of its detectors (:meth:`zsad.runtime.RuntimeOptions.describe`), when
+    they have them."""
 
     config: DetectorConfig
     device: str = "?"
     backbone_source: str | None = None
+    runtime_options: dict | None = None
 
     @abstractmethod
     def score_class(self, samples: Sequence[Sample], cls: str, plan: ClassPlan, *, batch_size: int | None,

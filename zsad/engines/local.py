@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.detector import Detector
     from zsad.evaluation.batch import ClassPlan, ScoredBatch
     from zsad.prediction.shards import PredictOptions, Shard, ShardResult
+    from zsad.runtime import RuntimeOptions
 
 __all__ = ["LocalEngine", "LocalRunner"]
 
@@ -27,6 +28,10 @@ class LocalRunner(Runner):
         self.config = detector.config
         self.device = str(detector.device)
         self.backbone_source = detector.weights_source
+        from zsad.detector import Detector
+
+        if isinstance(detector, Detector):  # an exported model has no runtime options
+            self.runtime_options = detector.runtime_options.describe()
 
     def score_class(self, samples: Sequence[Sample], cls: str, plan: ClassPlan, *, batch_size: int | None,
                     label: str, progress: bool) -> Iterator[ScoredBatch]:
@@ -65,12 +70,14 @@ class LocalEngine(Engine):
     Args:
         device, dtype: as for :class:`~zsad.detector.Detector`.
         detector: an already built detector to reuse (see :class:`~zsad.engines.detectors.DetectorCache`).
+        runtime: the detectors' runtime options (compile, TF32, input pipeline; see :mod:`zsad.runtime`).
     """
 
     name = "local"
 
-    def __init__(self, device: Any = None, dtype: Any = None, detector: Detector | None = None):
-        self.detectors = DetectorCache(device, dtype, detector)
+    def __init__(self, device: Any = None, dtype: Any = None, detector: Detector | None = None,
+                 runtime: RuntimeOptions | None = None):
+        self.detectors = DetectorCache(device, dtype, detector, runtime)
 
     def runner(self, config: DetectorConfig) -> LocalRunner:
         return LocalRunner(self.detectors.get(config))

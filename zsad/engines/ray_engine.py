@@ -9,8 +9,11 @@ files exactly as it does for the in-process engine.
   ``"auto"`` joins the cluster started with ``ray start``; ``"host:6379"`` or ``"ray://host:10001"`` a given one.
   An address that cannot be reached fails at once with one line.
 * **Resources**: with GPUs in the cluster, one worker per GPU by default, each holding ``num_gpus=1`` (a share
-  when there are more workers than GPUs) and running on CUDA; without GPUs, the CPUs are split between the
-  workers (``num_cpus`` each, and as many PyTorch threads).
+  when there are more workers than GPUs) and running on CUDA, with as many image-decoding processes as its CPUs
+  (unless the runtime options say otherwise); without GPUs, the CPUs are split between the workers (``num_cpus``
+  each, and as many PyTorch threads).
+* **Runtime options** (``runtime=``: compile, TF32, input pipeline; :class:`~zsad.runtime.RuntimeOptions`) reach
+  the detectors every worker builds.
 * **Faults**: a worker process that dies is restarted by Ray (``max_restarts``) and its unfinished work is run
   again (``max_task_retries``); outputs are written atomically, so the results are complete and identical.
 * **Few-shot**: the reference image paths of a class travel in its :class:`~zsad.evaluation.batch.ClassPlan`;
@@ -28,6 +31,7 @@ from __future__ import annotations
 import socket
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -40,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.detector import Detector
     from zsad.evaluation.batch import ClassPlan, ScoredBatch
     from zsad.prediction.shards import PredictOptions, Shard, ShardResult
+    from zsad.runtime import RuntimeOptions
 
 __all__ = ["RayEngine", "RayRunner"]
 
@@ -55,7 +60,7 @@ def _ray() -> Any:
 class _Worker:
     """A Ray actor holding the detectors of one worker (one per configuration, backbone shared)."""
 
-    def __init__(self, device: Any, dtype: Any, threads: int | None):
+    def __init__(self, device: Any, dtype: Any, threads: int | None, runtime: RuntimeOptions | None = None):
         import torch
 
         from zsad.engines.detectors import DetectorCache
@@ -63,7 +68,7 @@ class _Worker:
         if threads:
             torch.set_num_threads(threads)
         self.threads = threads
-        self.cache = DetectorCache(device, dtype)
+        self.cache = DetectorCache(device, dtype, runtime=runtime)
         self.slot: Any = None  # the ReferenceSlot of the detector that last scored a class
 
     def _references(self, det: Detector | None, cls: str = "", paths: tuple[str, ...] = (),
@@ -89,7 +94,7 @@ class _Worker:
 
         det = self._detector(config)
         return {"device": str(det.device), "backbone_source": det.weights_source,
-                "pid": os.getpid(), "host": socket.gethostname()}
+                "runtime_options": det.runtime_options.describe(), "pid": os.getpid(), "host": socket.gethostname()}
 
     def pid(self) -> int:
         import os
@@ -147,6 +152,7 @@ class RayRunner(Runner):
         self._config = config.model_dump(mode="json")
         info = engine._get(engine.actors[0].info.remote(self._config))
         self.device = f"{info['device']} x {len(engine.actors)} Ray worker(s)"
+        self.runtime_options = info["runtime_options"]  # as the workers' detectors have them
         self.backbone_source = info["backbone_source"] if info["host"] == socket.gethostname() else None
 
     def _run(self, tasks: Iterable[Any], submit: Callable[[Any, Any], Any], ordered: bool) -> Iterator[tuple[Any, Any]]:
@@ -230,20 +236,27 @@ class RayEngine(Engine):
         address: ``None`` (a local Ray runtime, or the one this process already initialised), ``"auto"``, or
             ``"host:port"`` / ``"ray://host:port"``.
         device, dtype: as for :class:`~zsad.detector.Detector` (default: CUDA on workers holding a GPU, else CPU).
-        detector: its configuration and dtype are used (workers build their own detectors from them).
+        detector: its configuration, dtype and runtime options are used (workers build their own detectors from
+            them).
         max_restarts: how often Ray restarts a worker that died (and reruns its unfinished work).
+        runtime: the workers' runtime options (:class:`~zsad.runtime.RuntimeOptions` or a dict of its fields).
     """
 
     name = "ray"
 
     def __init__(self, workers: int | None = None, address: str | None = None, device: Any = None, dtype: Any = None,
-                 detector: Detector | None = None, max_restarts: int = 3):
+                 detector: Detector | None = None, max_restarts: int = 3,
+                 runtime: RuntimeOptions | dict | None = None):
+        from zsad.runtime import RuntimeOptions
+
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}.")
         self.workers = workers
         self.address = address
         self.device = str(device) if device is not None else None
         self.dtype = dtype if dtype is not None or detector is None else detector.dtype
+        given = runtime if runtime is not None or detector is None else detector.runtime_options
+        self.runtime = RuntimeOptions.coerce(given)
         self.max_restarts = max_restarts
         self.actors: list[Any] = []
         self.resources: dict[str, Any] = {}
@@ -281,15 +294,18 @@ class RayEngine(Engine):
         cpus, gpus = float(total.get("CPU", 1)), float(total.get("GPU", 0))
         use_gpu = gpus >= 1 and (self.device is None or self.device.startswith("cuda"))
         n = self.workers or (int(gpus) if use_gpu else 1)
+        runtime = self.runtime
         if use_gpu:
             options = {"num_gpus": min(1.0, gpus / n), "num_cpus": max(1.0, (cpus // n) or 1.0)}
             device, threads = self.device or "cuda", None
+            if runtime.pipeline.workers is None:  # decode with the worker's share of the CPUs, not the machine's
+                runtime = replace(runtime, pipeline=replace(runtime.pipeline, workers=int(options["num_cpus"])))
         else:
             per = max(1, int(cpus // n))
             options = {"num_cpus": per, "num_gpus": 0}
             device, threads = self.device or "cpu", per
         actor = ray.remote(max_restarts=self.max_restarts, max_task_retries=self.max_restarts, **options)(_Worker)
-        self.actors = [actor.remote(device, self.dtype, threads) for _ in range(n)]
+        self.actors = [actor.remote(device, self.dtype, threads, runtime) for _ in range(n)]
         self.resources = {"workers": n, "per_worker": options, "device": device, "cluster": total}
 
     def _get(self, ref: Any) -> Any:

@@ -165,6 +165,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.data import AnomalyDataset, Sample
     from zsad.detector import Detector
     from zsad.engines import Engine, Runner
+    from zsad.runtime import RuntimeOptions
 
 __all__ = [
     "AUPRO_MODES",
@@ -272,6 +273,7 @@ def _evaluate_dataset(d: OpenedDataset, out: Path, run: EvaluationSettings) -> D
         "fixed_prompts": {"list": config.prompts.fixed, "source": d.prompt_source},
         "engine": run.engine.describe(),
         "device": None,
+        "runtime": None,
         "dtype": fp["dtype"],
         "dataset": {**dataset_info, "canonical_name": d.canonical, "task": dataset_task(d.canonical),
                     "classes": d.selected, "n_images": len(ds.samples(d.selected)), "notes": ds.notes},
@@ -296,6 +298,7 @@ def _evaluate_dataset(d: OpenedDataset, out: Path, run: EvaluationSettings) -> D
                 if runner is None:
                     runner = run.engine.runner(config)
                     manifest["device"] = runner.device
+                    manifest["runtime"] = runner.runtime_options
                     manifest["engine"] = run.engine.describe()
                     if checkpoints["backbone"]["files_sha256"] is None:
                         manifest["checkpoints"] = checkpoint_info(config, runner.backbone_source)
@@ -346,6 +349,7 @@ def evaluate(
     ray_address: str | None = None,
     shots: int | None = None,
     seeds: Sequence[int] | None = None,
+    runtime: RuntimeOptions | Mapping[str, Any] | None = None,
 ) -> EvaluationReport:
     """Evaluate a recipe on one or more datasets and write the tables (see the module docstring for the files).
 
@@ -384,6 +388,11 @@ def evaluate(
             (default): zero-shot.
         seeds: the seeds of the few-shot draws (default ``[0]``); one evaluation per seed, reported per seed and
             as the mean over the seeds. Only with ``shots``.
+        runtime: the runtime options of the detectors the engine builds, here or in Ray workers (``compile``,
+            ``tf32``, ``pipeline``: :class:`~zsad.runtime.RuntimeOptions` or a dict; ``None``: the given
+            detector's, else the defaults; ``zsad evaluate --compile --no-tf32 --preprocess device
+            --decode-workers N``). Recorded in the manifest; ``pipeline={"preprocess": "device"}`` changes the
+            pixels, so it is part of the fingerprint (such a run does not resume one without it).
 
     Returns:
         An :class:`EvaluationReport` (``report.mean``, ``report.classes``, ``report.table()``).
@@ -407,6 +416,7 @@ def evaluate(
     """
     from zsad.components import get_recipe
     from zsad.engines import get_engine
+    from zsad.runtime import resolve_runtime
 
     if data is None or out is None:
         raise ConfigError("evaluate() needs data= (a dataset path or a list of them) and out= (an output folder).")
@@ -419,11 +429,13 @@ def evaluate(
     if isinstance(classes, str):
         classes = [c.strip() for c in classes.split(",") if c.strip()]
     shots, seeds = few_shot_arguments(shots, seeds)
-    engine = get_engine(engine, device=device, dtype=dtype, detector=detector, workers=workers, address=ray_address)
+    given, effective = resolve_runtime(runtime, detector)
+    engine = get_engine(engine, device=device, dtype=dtype, detector=detector, workers=workers, address=ray_address,
+                        runtime=given)
     run = EvaluationSettings(
         protocol, aupro, undefined, dtype_name(dtype if dtype is not None or detector is None else detector.dtype),
         None if batch_size is None else int(batch_size), save_maps, save_overlays, resume, progress, split, engine,
-        shots, seeds,
+        shots, seeds, effective,
     )
 
     ov = {k: coerce_override(v) for k, v in (overrides or {}).items()}

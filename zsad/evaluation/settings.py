@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.config import DetectorConfig
     from zsad.data import AnomalyDataset
     from zsad.engines import Engine
+    from zsad.runtime import RuntimeOptions
 
 __all__ = [
     "AUPRO_MODES",
@@ -56,7 +57,8 @@ _DTYPE_NAMES = {None: "float32", "float32": "float32", "fp32": "float32", "bfloa
 class EvaluationSettings:
     """Arguments shared by all datasets of one :func:`~zsad.evaluation.evaluate` call.
 
-    ``engine`` runs the model (:mod:`zsad.engines`); ``dtype`` is the name recorded in the fingerprint.
+    ``engine`` runs the model (:mod:`zsad.engines`); ``dtype`` is the name recorded in the fingerprint; ``runtime``
+    the runtime options the detectors run with (what of them changes the numbers is in the fingerprint).
     """
 
     protocol: str
@@ -72,6 +74,7 @@ class EvaluationSettings:
     engine: Engine
     shots: int | None = None
     seeds: tuple[int, ...] = ()
+    runtime: RuntimeOptions | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("protocol", self.protocol, PROTOCOLS), ("aupro", self.aupro, AUPRO_MODES),
@@ -196,6 +199,8 @@ def fingerprint(config: DetectorConfig, run: EvaluationSettings, dataset: dict, 
         "prompt_checkpoint_sha256": checkpoints["prompts"]["sha256"],
         "backbone_files_sha256": checkpoints["backbone"]["files_sha256"] if local_backbone else None,
     }
+    if run.runtime is not None:
+        fp.update(run.runtime.fingerprint())
     if run.few_shot:  # only then: zero-shot fingerprints (and resumable folders) stay what they were
         fp["few_shot"] = {"shots": run.shots, "seeds": list(run.seeds), "split": "train",
                           "references_sha256": sha256_json(references or {})}

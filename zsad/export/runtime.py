@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -38,11 +37,10 @@ from zsad.export.metadata import ExportMetadata
 from zsad.export.runners import Runner, open_runner
 from zsad.io import (
     PreparedBatch,
-    as_items,
-    class_names_for,
     iter_prepared,
     prepare_batch,
 )
+from zsad.predicting import check_map_size, named_batches, predict_all
 from zsad.prompts.templates import normalize_class_name
 from zsad.results import AnomalyResult, batch_results, resize_map
 
@@ -224,12 +222,8 @@ class ExportedDetector:
             batch_size: images per run (default: the recipe's).
             progress: show a progress bar (default: when there is more than one batch).
         """
-        items, single = as_items(inputs)
-        names = class_names_for(self._default_class(class_name), items)
-        show = progress if progress is not None else len(items) > (batch_size or self.config.batch_size)
-        results = list(self.predict_iter(items, names, map_size=map_size, batch_size=batch_size, progress=show,
-                                         total=len(names)))
-        return results[0] if single and len(results) == 1 else results
+        return predict_all(self.predict_iter, inputs, self._default_class(class_name), map_size=map_size,
+                           batch_size=batch_size, progress=progress, default_batch_size=self.config.batch_size)
 
     def predict_iter(
         self,
@@ -246,24 +240,13 @@ class ExportedDetector:
         The streaming form of :meth:`predict`, as :meth:`zsad.Detector.predict_iter`: ``inputs`` may be a
         generator, ``class_name`` one name or an iterable with one name per image.
         """
-        if map_size not in ("original", "input"):
-            raise ConfigError(f"map_size must be 'original' or 'input', got {map_size!r}.")
-        from zsad.prompts.templates import check_class_name
-
-        class_name = self._default_class(class_name)
-        if isinstance(class_name, (str, bytes)) or not isinstance(class_name, Iterable):
-            names: Iterator[str] = repeat(check_class_name(class_name))
-        else:
-            names = map(check_class_name, iter(class_name))
+        check_map_size(map_size)
         from tqdm.auto import tqdm
 
+        batches = self.iter_batches(inputs, batch_size)
         with tqdm(total=total, disable=not progress, unit="img", desc="zsad predict") as bar:
-            for chunk, batch in self.iter_batches(inputs, batch_size):
-                n = len(batch.original_sizes)
-                chunk_names = list(islice(names, n))
-                if len(chunk_names) != n:
-                    raise ConfigError("class_name has fewer entries than there are images; give one name or one "
-                                      "per image.")
+            for chunk, batch, chunk_names in named_batches(batches, self._default_class(class_name),
+                                                           lambda b: len(b.original_sizes)):
                 out = self.run(batch.pixels, self.class_index(chunk_names))
                 maps = [
                     resize_map(m, hw) if map_size == "original" and m.shape != hw else m.copy()

@@ -107,11 +107,20 @@ class BatchScorer(nn.Module):
             local_prototypes: ``(B | 1, 2, D)`` prototypes of patches, windows and layers.
             references: one bank for every image, one bank (or ``None``) per image, or ``None`` (zero-shot).
         """
-        # zero-shot needs no per-image list: the batch size stays symbolic when the scoring is traced (export)
-        banks = None if references is None else self._per_image(references, pixels.shape[0])
-        request = self.reference_request() if banks and any(b is not None for b in banks) else self.request
-        features = self.backbone.encode_image(pixels, request)
+        banks = self.banks_for(references, pixels.shape[0])
+        features = self.backbone.encode_image(pixels, self.request_for(banks))
         return self.score_features(features, global_prototypes, local_prototypes, banks, tuple(pixels.shape[-2:]))
+
+    def banks_for(self, references, batch) -> list[ReferenceBank | None] | None:
+        """``references`` as one bank (or ``None``) per image, or ``None`` for a zero-shot batch.
+
+        Zero-shot needs no per-image list: the batch size stays symbolic when the scoring is traced (export).
+        """
+        return None if references is None else self._per_image(references, batch)
+
+    def request_for(self, banks: Sequence[ReferenceBank | None] | None) -> FeatureRequest:
+        """What the backbone computes for a batch with these banks (see :meth:`banks_for`)."""
+        return self.reference_request() if banks and any(b is not None for b in banks) else self.request
 
     @staticmethod
     def _per_image(references, batch: int) -> list[ReferenceBank | None]:

@@ -37,7 +37,7 @@ from zsad.heads.memory import (
     ReferenceMemory,
     nearest_distance,
 )
-from zsad.heads.pixel import gaussian_blur
+from zsad.heads.pixel import smooth_grid_map
 
 __all__ = ["WinClipMapHead", "WinClipMemory", "harmonic_aggregation", "winclip_image", "winclip_map", "winclip_memory"]
 
@@ -110,7 +110,7 @@ class WinClipMapHead(PixelHead):
         return self.render(self.grid_map(inputs), inputs.grid, size)
 
     def render(self, grid_map: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-        return gaussian_blur(super().render(grid_map, grid, size), self.sigma, self.truncate)
+        return smooth_grid_map(grid_map, grid, size, self.sigma, self.truncate)
 
 
 class WinClipMemory(ReferenceMemory):

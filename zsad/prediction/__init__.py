@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsad.config import DetectorConfig
     from zsad.detector import Detector
     from zsad.engines import Engine
+    from zsad.runtime import RuntimeOptions
 
 __all__ = ["PredictionRun", "list_inputs", "predict_files"]
 
@@ -100,12 +101,13 @@ class PredictionRun:
 
 
 def _fingerprint(config: DetectorConfig, dtype: str, listing_sha: str, n: int, options: PredictOptions,
-                 shard_size: int) -> dict[str, Any]:
+                 shard_size: int, runtime: RuntimeOptions) -> dict[str, Any]:
     cfg = config.model_dump(mode="json")
     cfg.pop("batch_size", None)  # does not change the results
     return {"format_version": FORMAT_VERSION, "config": cfg, "dtype": dtype,
             "inputs": {"count": n, "sha256": listing_sha}, "class_name": options.class_name,
-            "save_maps": options.save_maps, "overlays": options.overlays, "shard_size": shard_size}
+            "save_maps": options.save_maps, "overlays": options.overlays, "shard_size": shard_size,
+            **runtime.fingerprint()}
 
 
 def _clear(out: Path) -> None:
@@ -167,11 +169,12 @@ def predict_files(
     workers: int | None = None,
     ray_address: str | None = None,
     detector: Detector | None = None,
+    runtime: RuntimeOptions | dict | None = None,
 ) -> PredictionRun:
     """Score every image of ``inputs`` and write the results to ``out`` (see the module docstring).
 
-    ``zsad predict INPUTS... --out DIR [--class-name C] [--set k=v] [--engine ray --workers N --ray-address A]``
-    maps one to one onto the arguments.
+    ``zsad predict INPUTS... --out DIR [--class-name C] [--set k=v] [--engine ray --workers N --ray-address A]
+    [--compile] [--no-tf32] [--preprocess device] [--decode-workers N]`` maps one to one onto the arguments.
 
     Args:
         inputs: image files, folders (searched recursively), glob patterns and ``.txt`` files listing paths.
@@ -191,6 +194,10 @@ def predict_files(
             cluster to join (``None``: a local Ray runtime in this process; ``"auto"``: the running cluster).
         detector: an already built detector (for ``engine="local"`` it is used directly; Ray workers build their
             own from its configuration).
+        runtime: the runtime options of the detectors the engine builds, in this process or in Ray workers
+            (:class:`~zsad.runtime.RuntimeOptions` or a dict: ``compile``, ``tf32``, ``pipeline``; see
+            :mod:`zsad.runtime`); ``None``: the given detector's, else the defaults. Recorded in the manifest;
+            ``pipeline={"preprocess": "device"}`` changes the pixels, so a run with it does not resume one without.
 
     Returns:
         A :class:`PredictionRun` (counts and file paths).
@@ -214,6 +221,7 @@ def predict_files(
     from zsad.components import get_recipe
     from zsad.engines import get_engine
     from zsad.evaluation.settings import coerce_override, dtype_name
+    from zsad.runtime import resolve_runtime
     from zsad.viz import output_stems
 
     t0 = time.perf_counter()
@@ -221,6 +229,7 @@ def predict_files(
         raise ConfigError(f"shard_size must be a whole number >= 1, got {shard_size!r}.")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+    runtime, effective = resolve_runtime(runtime, detector)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder (it is created when missing).")
@@ -236,10 +245,11 @@ def predict_files(
     options = PredictOptions(str(out), class_name, batch_size, save_maps, overlays)
     listing_sha = sha256_json([[p, s] for p, s in zip(paths, names)])
     dtype_label = dtype_name(dtype if dtype is not None or detector is None else detector.dtype)
-    fp = _fingerprint(config, dtype_label, listing_sha, n, options, shard_size)
+    fp = _fingerprint(config, dtype_label, listing_sha, n, options, shard_size, effective)
     fp_sha = sha256_json(fp)
     columns = part_columns(list(config.heads.image_heads))
-    eng = get_engine(engine, device=device, dtype=dtype, detector=detector, workers=workers, address=ray_address)
+    eng = get_engine(engine, device=device, dtype=dtype, detector=detector, workers=workers, address=ray_address,
+                     runtime=runtime)
     with eng:
         eng.connect()  # an unreachable cluster fails before anything in `out` is touched
         with OutputLock(out, "prediction"):
@@ -262,6 +272,7 @@ def predict_files(
                 "shard_cpu_s": 0.0,
                 "engine": eng.describe(),
                 "device": None,
+                "runtime": None,
                 "dtype": dtype_label,
                 "fingerprint": fp,
                 "fingerprint_sha256": fp_sha,
@@ -289,7 +300,7 @@ def _run_shards(eng: Engine, config: DetectorConfig, paths: Sequence[str], names
     from tqdm.auto import tqdm
 
     runner = eng.runner(config)
-    manifest.update(device=runner.device, engine=eng.describe(),
+    manifest.update(device=runner.device, engine=eng.describe(), runtime=runner.runtime_options,
                     checkpoints=checkpoint_info(config, runner.backbone_source))
     out = Path(options.out)
     if options.overlays:

@@ -85,6 +85,9 @@ class ModelSpec:
         model: an exported model file (``zsad export``); served through :mod:`zsad.export`, without torch.
         runtime: the runtime of an exported model (``onnxruntime``, ``openvino``; default: chosen by the export).
         device, dtype: where and in which precision a recipe's backbone runs.
+        runtime_options: a recipe's runtime options (``compile``, ``tf32``, ``pipeline``:
+            :class:`~zsad.runtime.RuntimeOptions` or its fields as a dict; ``zsad serve --compile --no-tf32
+            --preprocess device``).
     """
 
     recipe: str = "tipsomaly"
@@ -93,6 +96,7 @@ class ModelSpec:
     runtime: str | None = None
     device: str | None = None
     dtype: str | None = None
+    runtime_options: Any = None
 
     def load(self) -> Predictor:
         """Build the predictor (slow: loads weights); raises :class:`~zsad.errors.ZsadError` with a fix."""
@@ -100,8 +104,10 @@ class ModelSpec:
             if self.runtime is not None:
                 raise ConfigError("runtime= applies to exported models only; pass model=FILE (--model) too.")
             from zsad.detector import Detector
+            from zsad.runtime import RuntimeOptions
 
-            return Detector.from_recipe(self.recipe, device=self.device, dtype=self.dtype, **self.overrides)
+            speed = RuntimeOptions.coerce(self.runtime_options).detector_kwargs()
+            return Detector.from_recipe(self.recipe, device=self.device, dtype=self.dtype, **speed, **self.overrides)
         return self._load_export()
 
     def _load_export(self) -> Predictor:
@@ -109,6 +115,9 @@ class ModelSpec:
             raise ConfigError(
                 "device/dtype (--device, --dtype) apply to recipes; an exported model runs on its runtime (--runtime)."
             )
+        if self.runtime_options is not None:
+            raise ConfigError("Runtime options (--compile, --no-tf32, --preprocess) apply to recipes; an exported "
+                              "model runs on its runtime (--runtime) and decodes with the exact preprocessing.")
         if self.overrides:
             raise ConfigError(
                 f"--set {', '.join(self.overrides)} cannot change an exported model ({self.model}); the recipe is "
