@@ -44,6 +44,36 @@ def test_global_and_patch_features_match_open_clip(bb):
     assert f.grid == (4, 4) and f.patches.dtype == torch.float32
 
 
+@pytest.mark.parametrize("vision", [
+    {},  # the tiny tower: class-token pooling, 2 blocks (the first and the last block)
+    {"layers": 1},  # one block, both first and last
+    {"layers": 3, "final_ln_after_pool": True},  # a middle block; ln_post after pooling
+    {"pool_type": "avg"},  # average pooling: the last block computes every token
+    {"block_type": "custom"},  # blocks without packed attention run their own forward
+])
+def test_window_embeddings_equal_each_window_through_open_clip(vision):
+    """Every window, run alone as a (class token + s² patch tokens) sequence through open_clip's own tower and
+    pooling, gives the window embedding (the shared first-block projections, SDPA and the class-token-only last
+    block change nothing beyond rounding)."""
+    from zsad.backbones.base import FeatureRequest, sliding_windows
+    from zsad.backbones.openclip import TINY_CLIP_CONFIG
+
+    config = {**TINY_CLIP_CONFIG, "vision_cfg": {**TINY_CLIP_CONFIG["vision_cfg"], **vision}}
+    bb = create_open_clip(None, random_config=config)
+    x = torch.rand(2, 3, 56, 56, generator=torch.Generator().manual_seed(3))
+    visual = bb.model.visual
+    with torch.no_grad():
+        got = bb.image_features(x, FeatureRequest(window_scales=(2, 3))).windows
+        tokens = visual._embeds(x)  # class token + patches + positions, after ln_pre
+        for scale in (2, 3):
+            index = sliding_windows((4, 4), scale)
+            seqs = torch.cat([torch.zeros(len(index), 1, dtype=torch.long), index + 1], dim=1)
+            for w, seq in enumerate(seqs):
+                pooled, _ = visual._pool(visual.transformer(tokens[:, seq]))
+                torch.testing.assert_close(got[scale][:, w], pooled @ visual.proj, atol=2e-6, rtol=0)
+            assert got[scale].shape == (2, len(index), 32)
+
+
 def test_other_sizes_resize_positions_like_open_clip_loading(bb):
     """Encoding 84 px with the 56 px model equals a model built for 84 px from the same weights."""
     from open_clip.model import resize_pos_embed

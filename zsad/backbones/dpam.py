@@ -12,8 +12,9 @@ result runs on its own residual path:
 
 A block's output seen by a feature layer is the V-V path at DPAM blocks and the plain output elsewhere. Both
 attentions share one ``in_proj`` and one ``out_proj`` per block and run through
-:func:`torch.nn.functional.scaled_dot_product_attention`, as does the attention of the blocks before ``start``
-(the same arithmetic as open_clip's blocks, without materialising the attention matrix).
+:func:`torch.nn.functional.scaled_dot_product_attention` (:mod:`zsad.backbones.packed_attention`), as does the
+attention of the blocks before ``start`` (the same arithmetic as open_clip's blocks, without materialising the
+attention matrix).
 
 Example (a 2-block tower of open_clip blocks; DPAM on block 2):
     >>> import torch
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zsad.backbones.packed_attention import attend, is_packed_block, split_heads
 from zsad.errors import ConfigError
 
 __all__ = ["dual_path_blocks", "check_dpam_blocks"]
@@ -53,12 +55,9 @@ def check_dpam_blocks(blocks: Sequence[nn.Module], start: int, owner: str) -> No
             f"starts at a block in 1..{depth} (1-based; AnomalyCLIP uses 6 of 24, i.e. the last 19 blocks). Set "
             "backbone.options.dpam_start (dpam_start=...) accordingly, or null for the plain tower."
         )
-    from open_clip.transformer import ResidualAttentionBlock
-
     for index in range(1, depth + 1):
         block = blocks[index - 1]
-        packed = isinstance(block, ResidualAttentionBlock) and isinstance(block.attn, nn.MultiheadAttention)
-        if not packed or block.attn.in_proj_weight is None or hasattr(block, "ln_1_kv"):
+        if not is_packed_block(block):
             raise ConfigError(
                 f"Block {index} of {owner} is a {type(block).__name__}; DPAM needs open_clip's pre-norm "
                 "ResidualAttentionBlock with a packed nn.MultiheadAttention (CLIP ViT towers)."
@@ -68,12 +67,8 @@ def check_dpam_blocks(blocks: Sequence[nn.Module], start: int, owner: str) -> No
 def _attentions(attn: nn.MultiheadAttention, y: torch.Tensor, vv: bool) -> list[torch.Tensor]:
     """The ordinary attention of batch-first ``y`` ``(B, L, C)`` and, with ``vv``, the V-V attention; each through
     ``out_proj``."""
-    b, n, c = y.shape
-    heads = attn.num_heads
-    qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, heads, c // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, L, d_head) each
-    outs = [F.scaled_dot_product_attention(q, k, v)] + ([F.scaled_dot_product_attention(v, v, v)] if vv else [])
-    return [attn.out_proj(o.transpose(1, 2).flatten(2)) for o in outs]  # (B, L, C) each
+    q, k, v = split_heads(F.linear(y, attn.in_proj_weight, attn.in_proj_bias), attn.num_heads, 3)
+    return [attend(attn, q, k, v)] + ([attend(attn, v, v, v)] if vv else [])
 
 
 def dual_path_blocks(

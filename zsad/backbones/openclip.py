@@ -15,7 +15,8 @@ Outputs:
 * **windows** (``FeatureRequest.window_scales``): the tokens entering the tower (class token, patch tokens and
   position embeddings, before ``ln_pre``) are gathered per ``s x s`` window; every window is one short
   ``(1 + s²)``-token sequence through ``ln_pre``, the transformer (attention only inside the window), ``ln_post``
-  and the pooling and projection of the whole image. All windows of a batch run together, batch-first;
+  and the pooling and projection of the whole image. All windows of a batch run together, batch-first (on CLIP
+  ViT towers with less arithmetic than separate forwards, :mod:`zsad.backbones.clip_windows`);
 * **unprojected patches**: the patch tokens after ``ln_post``, before ``@ proj`` (the tower's width);
 * **layers** (``FeatureRequest.layers``, 1-based blocks): ``ln_post(h_l) @ proj`` of the patch tokens.
 
@@ -71,7 +72,9 @@ from zsad.backbones.base import (
     sliding_windows,
 )
 from zsad.backbones.clip_text import TextTower
+from zsad.backbones.clip_windows import window_blocks
 from zsad.backbones.dpam import check_dpam_blocks, dual_path_blocks
+from zsad.backbones.packed_attention import is_packed_block
 from zsad.errors import CheckpointError, ConfigError, WeightsError, require
 
 __all__ = ["TINY_CLIP_CONFIG", "OpenClipBackbone", "create_open_clip", "split_checkpoint"]
@@ -88,6 +91,9 @@ _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _SCHEMAS = ("hf-hub:", "local-dir:")
 #: window sequences per forward pass of the tower (bounds the memory of window embeddings)
 _WINDOW_CHUNK = 4096
+#: window tokens per pass of the tower on the CPU (cache-sized activations: the tiny parity model computes its
+#: windows about 25 % faster in passes of 128-256 windows than all at once; a ViT-B is indifferent)
+_CPU_WINDOW_TOKENS = 2048
 #: tokens per pass of the image tower on the CPU: larger batches run in sub-batches (their activations then stay
 #: cache-sized; a ViT-L at 518 px runs about 15 % faster per image one or two at a time than four at a time)
 _CPU_TOKENS_PER_PASS = 4096
@@ -181,6 +187,7 @@ class OpenClipBackbone(Backbone):
         self.supports_windows = True
         self.supports_unprojected_patches = True
         self.vision_layers = len(visual.transformer.resblocks)
+        self._packed_blocks = all(is_packed_block(block) for block in visual.transformer.resblocks)
         self.eval()
 
     # -- images ------------------------------------------------------------------------------------------------
@@ -275,19 +282,29 @@ class OpenClipBackbone(Backbone):
     def _windows(self, tokens_in: torch.Tensor, grid: tuple[int, int], scale: int) -> torch.Tensor:
         """``(B, W, D)`` embeddings of every ``scale x scale`` window, each window its own short sequence.
 
-        All windows of the batch run through the plain tower together (in chunks of ``_WINDOW_CHUNK`` sequences when
-        run eagerly) and are pooled like the whole image.
+        All windows of the batch run through the plain tower together (when run eagerly in chunks of
+        ``_WINDOW_CHUNK`` sequences, or ``_CPU_WINDOW_TOKENS`` tokens on the CPU) and are pooled like the whole
+        image. Towers of packed pre-norm blocks (CLIP ViTs) run them through
+        :func:`~zsad.backbones.clip_windows.window_blocks` (shared first-block projections, SDPA, only the class
+        token through the last block when the tower pools it), other towers through their own blocks.
         """
         v = self.model.visual
         index = sliding_windows(grid, scale, tokens_in.device)  # (W, s²)
         b, w = tokens_in.shape[0], index.shape[0]
+        # chunks bound eager memory; a traced graph (export) takes every window at once, so that the number of
+        # chunks does not fix the batch size
+        chunk = _WINDOW_CHUNK if tokens_in.device.type != "cpu" else max(1, _CPU_WINDOW_TOKENS // (1 + scale * scale))
+        chunk = None if torch.compiler.is_compiling() else chunk
+        if self._packed_blocks:
+            seqs = torch.cat([index.new_zeros(w, 1), index + 1], dim=1)  # (W, 1 + s²): class token, window patches
+            class_only = getattr(v, "pool_type", "tok") == "tok"  # the pooled class token is all a window needs
+            x = window_blocks(v.transformer.resblocks, v.ln_pre(tokens_in), seqs, class_only=class_only, chunk=chunk)
+            return self._global(x).reshape(b, w, -1)
         patches = tokens_in[:, 1:][:, index]  # (B, W, s², width)
         cls = tokens_in[:, :1].unsqueeze(1).expand(b, w, 1, -1)
         seqs = torch.cat([cls, patches], dim=2).flatten(0, 1)  # (B*W, 1 + s², width)
-        # chunks bound eager memory; a traced graph (export) takes every window at once, so that the number of
-        # chunks does not fix the batch size
-        chunks = (seqs,) if torch.compiler.is_compiling() else seqs.split(_WINDOW_CHUNK)
-        pooled = [self._global(self._blocks(v.ln_pre(chunk))[0]) for chunk in chunks]
+        chunks = (seqs,) if chunk is None else seqs.split(chunk)
+        pooled = [self._global(self._blocks(v.ln_pre(c))[0]) for c in chunks]
         return torch.cat(pooled).reshape(b, w, -1)
 
     # -- texts -------------------------------------------------------------------------------------------------
