@@ -89,13 +89,14 @@ def test_evaluate_speed_options_reach_the_detector_and_the_fingerprint(tmp_path,
 
 
 def test_serve_speed_flags_reach_the_detector():
-    from zsad.cli import _runtime_options, build_parser
+    from zsad.cli import build_parser
+    from zsad.cli.options import runtime_options
     from zsad.serve import ModelSpec
 
     args = build_parser().parse_args(["serve", "--compile", "--no-tf32", "--preprocess", "device", *TINY])
-    options = _runtime_options(args)
+    options = runtime_options(args)
     assert options == {"compile": True, "tf32": False, "pipeline": {"preprocess": "device", "workers": None}}
-    assert _runtime_options(build_parser().parse_args(["serve", *TINY])) is None
+    assert runtime_options(build_parser().parse_args(["serve", *TINY])) is None
     with pytest.raises(SystemExit):  # uploads are decoded in the server's process: no decoding workers
         build_parser().parse_args(["serve", "--decode-workers", "2"])
     det = ModelSpec(overrides=parse_set(TINY[1:6:2]), device="cpu", runtime_options={"tf32": False,
