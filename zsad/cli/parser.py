@@ -43,12 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = subcommand(sub, "predict", "score images and write anomaly maps",
-             "  zsad predict part.png --class-name 'metal nut'\n"
-             "  zsad predict 'photos/*.jpg' folder/ --class-name screw --out runs/screws --device cuda\n"
-             "  zsad predict photos/ --device cuda --dtype bfloat16 --compile --preprocess device --batch-size 64\n"
-             "  zsad predict img.png --set backbone_checkpoint=/weights/tips-l14 --set image_size=448\n"
-             "  zsad predict paths.txt --out runs/line3 --no-overlays --engine ray --workers 4\n"
-             "  zsad predict --model detector.onnx parts/ --class-name screw   (a model from `zsad export`)\n")
+                   "  zsad predict part.png --class-name 'metal nut'\n"
+                   "  zsad predict 'photos/*.jpg' folder/ --class-name screw --out runs/screws --device cuda\n"
+                   "  zsad predict photos/ --device cuda --dtype bfloat16 --compile --preprocess device --batch-size 64\n"
+                   "  zsad predict img.png --set backbone_checkpoint=/weights/tips-l14 --set image_size=448\n"
+                   "  zsad predict paths.txt --out runs/line3 --no-overlays --engine ray --workers 4\n"
+                   "  zsad predict --model detector.onnx parts/ --class-name screw   (a model from `zsad export`)\n")
     p.add_argument("inputs", nargs="+",
                    help="image files, folders (searched recursively), glob patterns or .txt files of paths")
     p.add_argument("--class-name", default=None,
@@ -74,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = subcommand(sub, "export", "write a recipe as one ONNX or OpenVINO graph for given classes (deploy without PyTorch)",
-             "  zsad export --class-name 'metal nut' --class-name screw --out detector.onnx\n"
-             "  zsad export --recipe tipsomaly_v2 --class-name pcb --format openvino --out pcb.xml --dtype float16\n"
-             "  zsad predict --model detector.onnx parts/ --class-name screw\n",
-             "Compute the text prototypes of the classes and write one graph: vision tower, prototypes, image "
-             "scores and the smoothed pixel map, normalisation included. Inputs: pixels float32 (B, 3, S, S) RGB in "
-             "[0, 1] and class_index int64 (B,) in --class-name order; outputs: pred_score (B,), scores (B, K), "
-             "anomaly_map (B, S, S). The written graph is run once and compared with PyTorch.")
+                   "  zsad export --class-name 'metal nut' --class-name screw --out detector.onnx\n"
+                   "  zsad export --recipe tipsomaly_v2 --class-name pcb --format openvino --out pcb.xml --dtype float16\n"
+                   "  zsad predict --model detector.onnx parts/ --class-name screw\n",
+                   "Compute the text prototypes of the classes and write one graph: vision tower, prototypes, image "
+                   "scores and the smoothed pixel map, normalisation included. Inputs: pixels float32 (B, 3, S, S) RGB in "
+                   "[0, 1] and class_index int64 (B,) in --class-name order; outputs: pred_score (B,), scores (B, K), "
+                   "anomaly_map (B, S, S). The written graph is run once and compared with PyTorch.")
     add_recipe_args(p, device=False)
     p.add_argument("--class-name", dest="class_names", action="append", required=True, metavar="NAME",
                    help="a class to bake in (repeatable; class_index counts in this order)")
@@ -96,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = subcommand(sub, "evaluate", "evaluate a recipe on benchmark datasets (metrics, scores, manifest)",
-             "  zsad evaluate --recipe tipsomaly --data data/mvtec --out runs/mvtec --set prompt_checkpoint=tipsomaly-visa\n"
-             "  zsad evaluate --data data/visa --data data/mpdd --out runs/all --aupro legacy --device cuda\n"
-             "  zsad evaluate --data data/visa --out runs/visa-4shot --shots 4 --seed 0 1 2   (few-shot protocol)\n")
+                   "  zsad evaluate --recipe tipsomaly --data data/mvtec --out runs/mvtec --set prompt_checkpoint=tipsomaly-visa\n"
+                   "  zsad evaluate --data data/visa --data data/mpdd --out runs/all --aupro legacy --device cuda\n"
+                   "  zsad evaluate --data data/visa --out runs/visa-4shot --shots 4 --seed 0 1 2   (few-shot protocol)\n")
     add_recipe_args(p)
     p.add_argument("--data", action="append", required=True, help="dataset folder or meta.json (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
@@ -125,10 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate, usage_error=p.error)
 
     p = subcommand(sub, "train", "learn a recipe's prompt tokens on an auxiliary dataset",
-             "  zsad train --data data/mvtec --out runs/prompts-mvtec\n"
-             "  zsad train --data data/visa --out runs/p --epochs 2 --batch-size 8 --device cuda\n"
-             "  zsad train --recipe anomalyclip --data data/mvtec --out runs/anomalyclip-mvtec --device cuda\n"
-             "  zsad predict img.png --set prompt_checkpoint=runs/p/prompts.safetensors\n")
+                   "  zsad train --data data/mvtec --out runs/prompts-mvtec\n"
+                   "  zsad train --data data/visa --out runs/p --epochs 2 --batch-size 8 --device cuda\n"
+                   "  zsad train --recipe anomalyclip --data data/mvtec --out runs/anomalyclip-mvtec --device cuda\n"
+                   "  zsad predict img.png --set prompt_checkpoint=runs/p/prompts.safetensors\n")
     add_recipe_args(p)
     p.add_argument("--data", required=True, help="dataset folder or meta.json with masks (its test split is used)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, record)")
@@ -146,15 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = subcommand(sub, "serve", "HTTP inference server with dynamic batching, and a web page to inspect images",
-             "  zsad serve --recipe tipsomaly --class-name screw            # then open http://127.0.0.1:8000/\n"
-             "  zsad serve --device cuda --max-batch 32 --max-wait-ms 5\n"
-             "  ZSAD_API_KEY=$(openssl rand -hex 16) zsad serve --host 0.0.0.0 --port 8080\n"
-             "  curl -F image=@part.png -F class_name=screw http://127.0.0.1:8000/v1/predict\n"
-             "  curl -F image=@part.png -F class_name=screw -F return_map=npy -H 'Authorization: Bearer KEY' URL/v1/predict\n",
-             description="Serve a detector over HTTP: POST /v1/predict (multipart image, class_name, return_map=png|npy) "
-                         "answers the scores as JSON; GET / is a page to drop images into; GET /healthz is 200 once "
-                         "the model is loaded; GET /docs is the API's OpenAPI page. Concurrent requests are batched "
-                         "on one model. Requires: pip install 'zsad[serve]'.")
+                   "  zsad serve --recipe tipsomaly --class-name screw            # then open http://127.0.0.1:8000/\n"
+                   "  zsad serve --device cuda --max-batch 32 --max-wait-ms 5\n"
+                   "  ZSAD_API_KEY=$(openssl rand -hex 16) zsad serve --host 0.0.0.0 --port 8080\n"
+                   "  curl -F image=@part.png -F class_name=screw http://127.0.0.1:8000/v1/predict\n"
+                   "  curl -F image=@part.png -F class_name=screw -F return_map=npy -H 'Authorization: Bearer KEY' URL/v1/predict\n",
+                   description="Serve a detector over HTTP: POST /v1/predict (multipart image, class_name, "
+                               "return_map=png|npy) answers the scores as JSON; GET / is a page to drop images into; "
+                               "GET /healthz is 200 once the model is loaded; GET /docs is the API's OpenAPI page. "
+                               "Concurrent requests are batched on one model. Requires: pip install 'zsad[serve]'.")
     add_recipe_args(p)
     p.add_argument("--model", default=None, metavar="EXPORTED_FILE",
                    help="serve an exported model (ONNX / OpenVINO) instead of a recipe")
@@ -182,21 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = subcommand(sub, "recipes", "list recipes, or show one as JSON",
-             "  zsad recipes\n  zsad recipes tipsomaly > my_recipe.json\n")
+                   "  zsad recipes\n  zsad recipes tipsomaly > my_recipe.json\n")
     p.add_argument("name", nargs="?", help="show this recipe's configuration")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recipes)
 
     p = subcommand(sub, "plugins", "list installed plugins: name, kind, distribution, version, status",
-             "  zsad plugins\n  zsad plugins --all --json\n")
+                   "  zsad plugins\n  zsad plugins --all --json\n")
     p.add_argument("--all", action="store_true", help="include built-in components")
     p.add_argument("--no-load", action="store_true", help="do not import plugins to check them")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
 
     p = subcommand(sub, "weights", "known checkpoints: list, download, verify, import local files, cache path",
-             "  zsad weights list\n  zsad weights download tips-v1-l14-hr\n  zsad weights verify tips-v1-l14-hr\n"
-             "  zsad weights import tips-v1-l14-hr ~/Downloads/tips_oss_l14_highres_distilled_*.npz ~/Downloads/tokenizer.model\n")
+                   "  zsad weights list\n  zsad weights download tips-v1-l14-hr\n  zsad weights verify tips-v1-l14-hr\n"
+                   "  zsad weights import tips-v1-l14-hr ~/Downloads/tips_oss_l14_highres_distilled_*.npz ~/Downloads/tokenizer.model\n")
     p.add_argument("action", choices=["list", "download", "verify", "import", "path"])
     p.add_argument("names", nargs="*", help="checkpoint name(s); for import: NAME FILE...")
     p.add_argument("--force", action="store_true",
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = subcommand(sub, "data", "prepare benchmark datasets (meta.json) or check one",
-             "  zsad data prepare mvtec ~/datasets/mvtec_anomaly_detection\n  zsad data check data/visa\n")
+                   "  zsad data prepare mvtec ~/datasets/mvtec_anomaly_detection\n  zsad data check data/visa\n")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = dsub.add_parser("prepare", help="write meta.json for a dataset from its published layout")
     q.add_argument("dataset", help="mvtec, visa, mpdd, btad, sdd, dagm, dtd, isic, cvc-clinicdb, cvc-colondb, tn3k, headct, brainmri, br35h")
@@ -222,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = subcommand(sub, "prompts",
-             "convert an official prompt checkpoint (Tipsomaly .pth, AnomalyCLIP epoch_N.pth) to zsad safetensors",
-             "  zsad prompts learnable_params_2.pth prompts.safetensors\n"
-             "  zsad prompts checkpoints/9_12_4_multiscale/epoch_15.pth anomalyclip.safetensors\n"
-             "  zsad predict img.png --recipe anomalyclip --set prompt_checkpoint=anomalyclip.safetensors\n")
+                   "convert an official prompt checkpoint (Tipsomaly .pth, AnomalyCLIP epoch_N.pth) to zsad safetensors",
+                   "  zsad prompts learnable_params_2.pth prompts.safetensors\n"
+                   "  zsad prompts checkpoints/9_12_4_multiscale/epoch_15.pth anomalyclip.safetensors\n"
+                   "  zsad predict img.png --recipe anomalyclip --set prompt_checkpoint=anomalyclip.safetensors\n")
     p.add_argument("src")
     p.add_argument("dest")
     p.set_defaults(func=cmd_prompts)
