@@ -46,6 +46,7 @@ __all__ = [
     "prepare",
     "prepare_array",
     "resize_square",
+    "keeps_file_mode",
     "pixels_from_uint8",
     "PreparedBatch",
     "prepare_batch",
@@ -157,6 +158,17 @@ def _high_bit_to_rgb(image: Image.Image, what: str, high_bit_depth: str) -> Imag
         arr = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(arr).convert("RGB")
     return image.convert("RGB")
+
+
+def keeps_file_mode(rgb_conversion: str, backend: str) -> bool:
+    """Whether images stay in their file's mode until after the resize: ``rgb_conversion="after_resize"`` with the
+    ``pil`` backend (the ``torch`` backend converts to RGB floats first).
+
+    Example:
+        >>> keeps_file_mode("after_resize", "pil"), keeps_file_mode("after_resize", "torch")
+        (True, False)
+    """
+    return rgb_conversion == "after_resize" and backend == "pil"
 
 
 def resize_square(image: Image.Image, size: int, resample: str = "bilinear") -> np.ndarray:
@@ -398,7 +410,7 @@ def prepare_batch(
             mode = resample if backend == "torch" else "bilinear"
             return [(p, hw, None) for p, hw in _tensor_items(item, size, mode)]
         image = load_image(item, exif_transpose=exif_transpose, high_bit_depth=high_bit_depth,
-                           keep_mode=rgb_conversion == "after_resize" and backend == "pil")
+                           keep_mode=keeps_file_mode(rgb_conversion, backend))
         path = str(item) if isinstance(item, (str, os.PathLike)) else None
         return [(_resized(image, size, resample, backend, output == "numpy"), (image.height, image.width), path)]
 

@@ -65,6 +65,7 @@ from zsad.io import (
     PreparedBatch,
     _decode,
     is_tensor,
+    keeps_file_mode,
     load_image,
     pixels_from_uint8,
     prepare_batch,
@@ -147,7 +148,7 @@ class Preprocess:
     @property
     def keeps_file_mode(self) -> bool:
         """Whether images are resized in their file's mode and converted to RGB afterwards."""
-        return self.rgb_conversion == "after_resize" and self.backend == "pil"
+        return keeps_file_mode(self.rgb_conversion, self.backend)
 
     def prepare(self, items: Sequence[Any], executor: Executor | None = None) -> PreparedBatch:
         """:func:`zsad.io.prepare_batch` of ``items`` with these settings (float pixels on the CPU)."""
